@@ -129,9 +129,9 @@ class Store:
                             "rerun `glag-generate`")
         self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()}
         self.config = json.loads(a["config"])
-        if bank is not None and a["bank_fingerprint"] != bank.fingerprint:
+        if bank is not None and self.attrs["bank_fingerprint"] != bank.fingerprint:
             self.h5.close()
-            raise GlagError(f"{self.path}: made from another bank (fingerprint {a['bank_fingerprint']}, "
+            raise GlagError(f"{self.path}: made from another bank (fingerprint {self.attrs['bank_fingerprint']}, "
                             f"{bank.path} has {bank.fingerprint}); rerun `glag-generate --bank {bank.path}`")
         self.offsets = self.h5["epoch_offsets"][:]
         self.epochs = len(self.offsets) - 1

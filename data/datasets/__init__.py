@@ -5,11 +5,27 @@ Pillow only when a split is read from files.
 """
 from data.datasets.base import DATASETS, ImageSet, LongTailDataset, RawDataset, data_root, register_dataset
 from data.datasets import digits  # noqa: F401  (registers "digits")
+from data.datasets import cifar  # noqa: F401
+from data.datasets import cifar10_jpeg  # noqa: F401
+from data.datasets import fashion_mnist  # noqa: F401
+from data.datasets import folder  # noqa: F401
+from data.datasets import imagenet_lt  # noqa: F401
+from data.datasets import inat  # noqa: F401
+from data.datasets import tiny_imagenet  # noqa: F401
+
+
+# Short names users type (`make features DATASET=inat`).
+ALIASES = {"inat": "inat2018", "imagenet": "imagenet-lt", "tiny": "tiny-imagenet", "fmnist": "fashion-mnist"}
+
+
+def canonical_name(name: str) -> str:
+    return ALIASES.get(name, name)
 
 
 def load_dataset(name: str, root=None, **options) -> RawDataset:
-    """The raw dataset `name` read from `root` (default: data_root())."""
+    """The raw dataset `name` (or an alias) read from `root` (default: data_root())."""
     from data.errors import GlagError
+    name = canonical_name(name)
     if name not in DATASETS:
         raise GlagError(f"--dataset {name!r}: unknown; choose from {sorted(DATASETS)}")
     return DATASETS[name](data_root(root), **options)

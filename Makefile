@@ -1,0 +1,80 @@
+# GLAG — the three user commands, the demo, tests and benchmarks.
+#   make demo                        install, then the whole pipeline on digits-LT (a few minutes, CPU)
+#   make test                        install, then the test suite
+#   make features DATASET=cifar10-jpeg IM=100 LOSS=graloss   stage one -> runs/<dataset>/bank.h5
+#   make generate DATASET=...        AFG -> runs/<dataset>/synthetic/<hash>.h5
+#   make classify DATASET=...        stage two (GLAG default) -> runs/<dataset>/stage2/<run>/
+# Extra options for any tool go in ARGS="--epochs 10 ...".
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATASET ?= digits
+IM     ?=
+LOSS   ?=
+ARGS   ?=
+SHARED ?= ../shared
+DATA   ?= datasets
+DEMO   := runs/demo
+
+export GLAG_DATA ?= $(DATA)
+export DATASET
+
+.PHONY: install demo test features generate classify bench bench-extract bench-generate bench-classify \
+        data-cifar10 data-tiny-imagenet clean-runs
+
+install: $(VENV)/.installed
+
+# torch/torchvision first, pinned: pip takes the local wheels of this platform instead of a download.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,plots]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+features: install
+	$(BIN)/glag-extract --dataset $(DATASET) $(if $(IM),--im $(IM)) $(if $(LOSS),--loss $(LOSS)) $(ARGS)
+
+generate: install
+	$(BIN)/glag-generate --dataset $(DATASET) $(ARGS)
+
+classify: install
+	$(BIN)/glag-classify run --dataset $(DATASET) $(ARGS)
+
+# The embedded default: scikit-learn's digits made long-tailed (IM 10). Stage one twice (CE and GraLoss),
+# then from the banks: plain CE (stage one end to end), cRT on the CE bank, cRT on the GraLoss bank, GLAG.
+demo: install
+	$(BIN)/glag-extract --dataset digits --loss ce --out $(DEMO)/ce/bank.h5 $(ARGS)
+	$(BIN)/glag-extract --dataset digits --loss graloss --out $(DEMO)/graloss/bank.h5 $(ARGS)
+	$(BIN)/glag-generate --bank $(DEMO)/graloss/bank.h5 --beta-init 0.6
+	$(BIN)/glag-classify run --bank $(DEMO)/ce/bank.h5 --method crt --run crt --overwrite
+	$(BIN)/glag-classify run --bank $(DEMO)/graloss/bank.h5 --method crt --run crt --overwrite
+	$(BIN)/glag-classify run --bank $(DEMO)/graloss/bank.h5 --method glag --run glag --overwrite
+	$(BIN)/glag-classify table --stage-one $(DEMO)/ce/bank.h5 $(DEMO)/ce/stage2/crt \
+	    $(DEMO)/graloss/stage2/crt $(DEMO)/graloss/stage2/glag | tee $(DEMO)/results.md
+
+bench: bench-extract bench-generate bench-classify
+
+bench-extract: install
+	$(BIN)/python bench/bench_extract.py --data-root $(GLAG_DATA) $(ARGS)
+
+bench-generate: install
+	$(BIN)/python bench/bench_generate.py $(ARGS)
+
+bench-classify: install
+	$(BIN)/python bench/bench_classify.py $(ARGS)
+
+# Unpack the offline archives of ../shared/data into the data root (never into git).
+data-cifar10: $(GLAG_DATA)/cifar10-jpeg
+$(GLAG_DATA)/cifar10-jpeg:
+	mkdir -p $(GLAG_DATA) && tar xzf $(SHARED)/data/cifar10-jpeg.tar.gz -C $(GLAG_DATA)
+
+data-tiny-imagenet: $(GLAG_DATA)/tiny-imagenet-202
+$(GLAG_DATA)/tiny-imagenet-202:
+	mkdir -p $(GLAG_DATA) && tar xzf $(SHARED)/data/tiny-imagenet-202.tar.gz -C $(GLAG_DATA)
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,24 @@
+"""Logit-adjusted cross-entropy with a fixed tau (Menon et al.; paper Eq. 2)."""
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import LossBase
+from .registry import register_loss
+
+
+@register_loss("logit_adjust")
+class LogitAdjustedLoss(LossBase):
+    """CE on logits shifted by tau * log p_y, which enlarges the margin of rare classes.
+
+    Args:
+        class_counts: (C,) N_k.
+        tau: strength of the adjustment; 0 is plain CE, 1 is balanced softmax.
+    """
+    OPTION_HELP = {"tau": "Logit-adjustment strength tau (Eq. 2); 0 = CE, 1 = balanced softmax."}
+
+    def __init__(self, class_counts, tau: float = 1.0):
+        super().__init__(class_counts)
+        self.tau = float(tau)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:          # (B, C), (B,)
+        return F.cross_entropy(logits + self.tau * self.log_prior, target)  # Eq. (2)
