@@ -1,0 +1,64 @@
+"""`glag-classify`: stage two on a cached feature bank (run, sweep, table). Thin: parse, call, print."""
+import click
+from click.core import ParameterSource
+
+from data.cliutil import RUNS_ROOT, friendly_errors
+from data.errors import GlagError
+
+from .options import run_options
+from .table import markdown
+
+
+@click.group()
+def main():
+    """Stage two of GLAG: heads (cRT, LWS, tau-norm, NCM, post-hoc LA) and GLAG (synthetic tail rows,
+    KD, adaptive beta) trained on the cached feature bank, never on images."""
+
+
+@main.command()
+@run_options
+@friendly_errors
+def run(**options):
+    """Train or calibrate one stage-two head; writes <bank folder>/stage2/<run>/ and prints its table."""
+    from .run import run_stage2
+    ctx = click.get_current_context()
+    explicit = {k for k in options if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+    path = run_stage2(options, explicit)
+    for split in ("val", "test"):
+        try:
+            click.echo(markdown([path], split))
+        except GlagError:  # a bank without a val split
+            pass
+
+
+@main.command()
+@click.option("--grid", "grid", default="table7", show_default=True,
+              help="A shipped grid (table6, table7, heads, glag-beta) or a JSON file {base, grid, runs}.")
+@click.option("--bank", default="", show_default=True, help="Bank for grid entries that name none.")
+@click.option("--dataset", default="", show_default=True, help="Fills {dataset} in the grid; finds the bank.")
+@click.option("--runs-root", default=RUNS_ROOT, show_default=True, help="Fills {runs_root}; searched for banks.")
+@click.option("--jobs", default=2, show_default=True, help="Runs in parallel (processes).")
+@click.option("--out", default="auto", show_default=True,
+              help="Folder of table.md / table.csv; auto: <bank folder>/stage2/sweeps/<grid>.")
+@friendly_errors
+def sweep(grid, bank, dataset, runs_root, jobs, out):
+    """Run a grid of stage-two configurations in parallel; write and print one comparison table."""
+    from .sweep import run_sweep
+    runs, folder = run_sweep(grid, {"bank": bank, "dataset": dataset, "runs_root": runs_root}, jobs, out)
+    click.echo((folder / "table.md").read_text())
+    click.echo(f"{len(runs)} runs; tables in {folder}", err=True)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option("--stage-one", "banks", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Bank(s) whose stage-one accuracy heads the table (repeatable).")
+@friendly_errors
+def table(runs, split, banks):
+    """Print the markdown accuracy table of finished run folders."""
+    click.echo(markdown(runs, split, banks))
+
+
+if __name__ == "__main__":
+    main()

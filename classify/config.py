@@ -1,0 +1,159 @@
+"""Every stage-two option in one place: defaults, help, method presets, and their resolution.
+
+The CLI builds its click options from OPTIONS, and a sweep grid may set exactly
+these keys, so the defaults exist once. "auto" values are filled from the bank
+or the synthetic store when a run starts (`resolve_auto`), and the resolved
+config is what every output records.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+from data.errors import GlagError
+from data.provenance import config_json
+from data.splits import RULES
+
+AUTO = "auto"
+
+# name: (default, help). Kinds: bool -> on/off flag, "auto" defaults -> float or "auto".
+OPTIONS = {
+    "bank": ("", "Feature bank (bank.h5); empty: runs/<dataset>/bank.h5, or the only bank under --runs-root."),
+    "dataset": ("", "Dataset whose bank to use when --bank is empty (also read from $DATASET)."),
+    "runs_root": ("runs", "Folder searched for banks when --bank is empty."),
+    "out": (AUTO, "Folder that holds run folders; auto: <bank folder>/stage2."),
+    "run": (AUTO, "Run folder name; auto: <method>-<hash of the resolved config>."),
+    "overwrite": (False, "Replace an existing run folder of the same name."),
+    "method": ("glag", "Preset filling head, synthetic, sampler, ad and kd unless given (see docs/stage-two.md)."),
+    "head": ("linear", "Stage-two head (linear = cRT's re-trained classifier)."),
+    "store": (AUTO, "Synthetic store (.h5); auto: the one named in <bank folder>/synthetic/latest.json."),
+    "synthetic": (True, "Add the store's synthetic tail rows (rebuilt every epoch) to the real rows."),
+    "space": ("raw", "Head's feature space: raw (mixed rows mapped back by inverse Tukey) or tukey (all rows "
+                     "transformed)."),
+    "tukey_lambda": (AUTO, "Tukey lambda for --space tukey; auto: the store's, else 0.5."),
+    "sampler": ("class", "Batch sampling over real + synthetic rows: class-balanced or instance."),
+    "loss": ("ce", "Stage-two loss (loss_CE of Eq. 11), any stage-one loss by name."),
+    "epochs": (40, "Generation epochs; epoch e reads the store's block e (cycling)."),
+    "batch_size": (512, "Rows per SGD step."),
+    "lr": (0.2, "Initial learning rate (cosine schedule to 0)."),
+    "momentum": (0.9, "SGD momentum."),
+    "weight_decay": (5e-4, "SGD weight decay."),
+    "seed": (0, "Seed for head initialisation, sampling and gamma noise."),
+    "device": (AUTO, "cpu, cuda, cuda:N, or auto (cuda when available)."),
+    "threads": (0, "CPU threads for torch; 0: one for small heads (D * C < 2^20: threads cost more than they "
+                   "give there, and thrash when other processes share the cores), else torch's setting."),
+    "groups": ("bank", f"Many/medium/few rule: bank (the bank config's 'groups', else auto) or one of {list(RULES)}."),
+    "ad": (True, "Adaptive beta (AD): per tail class, step beta by the sign of its val-accuracy change."),
+    "beta_init": (AUTO, "Starting beta of every class; auto: the store's beta_init."),
+    "beta_step": (0.05, "AD step size."),
+    "beta_min": (0.0, "Lower bound of beta."),
+    "beta_max": (1.0, "Upper bound of beta."),
+    "gamma": (AUTO, "Dispersion gamma added when mixing (Eq. 9); auto: the store's gamma."),
+    "kd": (True, "Knowledge distillation from stage one on head-class rows, weight alpha(T) (Eq. 11)."),
+    "kd_temperature": (2.0, "KD temperature T (loss scaled by T^2)."),
+    "kd_form": (AUTO, "alpha(T) form (Eq. 3); auto: the bank's graloss_form, else convex."),
+    "kd_c": (AUTO, "alpha(T) curvature c (Eq. 3); auto: the bank's graloss_c, else 2."),
+    "kd_s": (AUTO, "alpha(T) scale s (Eq. 3); auto: the bank's graloss_s, else 1."),
+    "lws_init": (1.0, "LWS: starting value of every per-class scale."),
+    "tau_norm_taus": ("0:2:0.1", "tau-norm: one tau, or START:STOP:STEP swept on val."),
+    "tau_norm_bias": (False, "tau-norm: keep the stage-one bias (Kang et al. drop it)."),
+    "ncm_metric": ("cosine", "NCM: cosine or euclidean."),
+    "posthoc_la_taus": ("1.0", "Post-hoc logit adjustment: one tau, or START:STOP:STEP swept on val."),
+    "deploy": (True, "Write model.pt: the stage-one checkpoint with this head as its classifier (needs a head "
+                     "with a linear equivalent and --space raw)."),
+    "plots": (True, "Write PNG plots (matplotlib) and the t-SNE of a few classes."),
+    "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
+}
+CHOICES = {"space": ("raw", "tukey"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
+           "tau_norm_bias": (False, "tau-norm: keep the stage-one bias (Kang et al. drop it)."),
+    "ncm_metric": ("cosine", "euclidean"), "kd_form": (AUTO, "convex", "linear", "concave")}
+AUTO_FLOATS = ("tukey_lambda", "beta_init", "gamma", "kd_c", "kd_s")
+
+# What each --method fills in for the options the user did not give.
+_POSTHOC = {"synthetic": False, "ad": False, "kd": False, "epochs": 0}
+PRESETS = {
+    "glag": {"head": "linear", "synthetic": True, "sampler": "class", "ad": True, "kd": True},
+    "crt": {"head": "linear", "synthetic": False, "sampler": "class", "ad": False, "kd": False},
+    "lws": {"head": "lws", "synthetic": False, "sampler": "class", "ad": False, "kd": False},
+    "tau_norm": dict(_POSTHOC, head="tau_norm"),
+    "ncm": dict(_POSTHOC, head="ncm"),
+    "posthoc_la": dict(_POSTHOC, head="posthoc_la"),
+}
+# Keys that name where things go, not what is computed: left out of the run's hash.
+_NOT_HASHED = ("run", "out", "overwrite", "plots", "deploy", "tsne_classes", "device", "threads", "runs_root",
+               "dataset", "bank")
+
+
+def defaults(extra: dict | None = None) -> dict:
+    """All options at their defaults, plus stage-two loss options (e.g. graloss_c) from `extra`."""
+    return dict({k: v for k, (v, _) in OPTIONS.items()}, **(extra or {}))
+
+
+def apply_preset(cfg: dict, explicit) -> dict:
+    """Fill the --method preset into every key not in `explicit` (the options the user set)."""
+    if cfg["method"] not in PRESETS:
+        raise GlagError(f"--method {cfg['method']!r}: choose from {sorted(PRESETS)}")
+    return dict(cfg, **{k: v for k, v in PRESETS[cfg["method"]].items() if k not in explicit})
+
+
+def _auto(value, fallback):
+    return float(fallback) if value in (AUTO, None) else float(value)
+
+
+def resolve_auto(cfg: dict, bank, store) -> dict:
+    """Replace "auto" values by what the bank, the store and the machine say."""
+    import torch
+    meta, up = (store.attrs if store is not None else {}), bank.config
+    out = dict(cfg, store=str(store.path) if store is not None else "")
+    out["tukey_lambda"] = _auto(cfg["tukey_lambda"], meta.get("tukey_lambda", 0.5))
+    out["beta_init"] = _auto(cfg["beta_init"], meta.get("beta_init", 0.6))
+    out["gamma"] = _auto(cfg["gamma"], meta.get("gamma", 0.0))
+    out["gamma_mode"] = str(meta.get("gamma_mode", "isotropic"))
+    out["kd_form"] = str(up.get("graloss_form", "convex")) if cfg["kd_form"] == AUTO else cfg["kd_form"]
+    out["kd_c"] = _auto(cfg["kd_c"], up.get("graloss_c", 2.0))
+    out["kd_s"] = _auto(cfg["kd_s"], up.get("graloss_s", 1.0))
+    out["groups"] = str(up.get("groups", "auto")) if cfg["groups"] == "bank" else cfg["groups"]
+    if out["groups"] not in RULES:
+        out["groups"] = "auto"  # a bank config from elsewhere may name a rule we do not know
+    if cfg["device"] == AUTO:
+        out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    out["bank"], out["bank_fingerprint"] = str(bank.path), bank.fingerprint
+    return out
+
+
+def check(cfg: dict, bank) -> None:
+    """Refuse combinations that cannot run, naming the option."""
+    if cfg["ad"] and not cfg["synthetic"]:
+        raise GlagError("--ad adapts the beta of synthetic rows; it needs synthetic rows (drop --no-synthetic, "
+                        "or pass --no-ad)")
+    if cfg["ad"] and "val" not in bank.splits:
+        raise GlagError(f"--ad: {bank.path} has no val split to adapt beta on; pass --no-ad or rebuild the bank "
+                        "with a validation split")
+    if not cfg["beta_min"] <= cfg["beta_max"]:
+        raise GlagError(f"--beta-min {cfg['beta_min']} > --beta-max {cfg['beta_max']}")
+    for key in ("epochs", "batch_size"):
+        if cfg[key] < (1 if key == "batch_size" else 0):
+            raise GlagError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")
+
+
+def run_hash(cfg: dict) -> str:
+    """8 hex digits of the resolved config, minus where-to-write keys (the bank is its fingerprint)."""
+    keep = {k: v for k, v in cfg.items() if k not in _NOT_HASHED}
+    return hashlib.sha256(config_json(keep).encode()).hexdigest()[:8]
+
+
+def run_dir(cfg: dict, bank_path) -> Path:
+    """Where the run goes: <out>/<run>, with out = <bank folder>/stage2 and run = <method>-<hash> by default."""
+    out = Path(bank_path).parent / "stage2" if cfg["out"] == AUTO else Path(cfg["out"])
+    name = f"{cfg['method']}-{run_hash(cfg)}" if cfg["run"] == AUTO else cfg["run"]
+    if not name or "/" in name or name.startswith("."):
+        raise GlagError(f"--run {name!r}: give a plain folder name")
+    return out / name
+
+
+def same_config(run_path: Path, cfg: dict) -> bool:
+    """True if `run_path` is a finished run of exactly this (hashed part of the) config."""
+    try:
+        saved = json.loads((Path(run_path) / "config.json").read_text())["cfg"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return run_hash(saved) == run_hash(cfg)

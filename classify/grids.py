@@ -1,0 +1,29 @@
+"""Sweep grids shipped with GLAG (`glag-classify sweep --grid table6`); a JSON file of the same shape works too.
+
+A grid is {"base": {...}, "grid": {key: [values]}, "runs": [{...}]}: every run is
+base + one point of the product of `grid` + one entry of `runs`. Keys are run
+options (underscored, e.g. "beta_step"). String values may use {dataset} and
+{runs_root}. Banks of different stage-one losses sit side by side, e.g.
+runs/<dataset>/{ce,graloss,logit_adjust}/bank.h5 (`make features ARGS="--out ..."`).
+"""
+_BANK = "{runs_root}/{dataset}/%s/bank.h5"
+_LOSSES = ("ce", "graloss", "logit_adjust")
+
+GRIDS = {
+    # Table 6: cRT and LWS on banks from CE, GraLoss and logit-adjusted stage one.
+    "table6": {"grid": {"bank": [_BANK % loss for loss in _LOSSES], "method": ["crt", "lws"]}},
+    # Table 7: the GLAG ablation (stage-one loss x AD x KD); each bank needs its own store.
+    "table7": {"base": {"method": "glag"},
+               "runs": [{"bank": _BANK % "ce", "ad": False, "kd": False},
+                        {"bank": _BANK % "graloss", "ad": False, "kd": False},
+                        {"bank": _BANK % "logit_adjust", "ad": False, "kd": False},
+                        {"bank": _BANK % "graloss", "ad": True, "kd": False},
+                        {"bank": _BANK % "logit_adjust", "ad": True, "kd": True},
+                        {"bank": _BANK % "ce", "ad": True, "kd": True},
+                        {"bank": _BANK % "graloss", "ad": True, "kd": True}]},
+    # Every decoupled head on the one bank of the current dataset.
+    "heads": {"grid": {"method": ["crt", "lws", "tau_norm", "ncm", "posthoc_la", "glag"]}},
+    # beta and gamma of GLAG on one bank.
+    "glag-beta": {"base": {"method": "glag"},
+                  "grid": {"beta_init": [0.2, 0.4, 0.6, 0.8], "ad": [True, False], "gamma": [0.0, 0.1]}},
+}

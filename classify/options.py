@@ -1,0 +1,53 @@
+"""click options of `glag-classify run`, built from config.OPTIONS and the stage-two losses' own options."""
+import click
+
+from extract.losses import LOSSES, loss_options
+
+from .config import AUTO, AUTO_FLOATS, CHOICES, OPTIONS, PRESETS
+from .heads import HEADS
+
+
+class AutoFloat(click.ParamType):
+    """A float, or "auto" (filled from the bank or the store when the run starts)."""
+    name = "FLOAT|auto"
+
+    def convert(self, value, param, ctx):
+        if value == AUTO or isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
+def loss_option_specs() -> dict:
+    """{"<loss>_<option>": (default, help)} for every registered loss, e.g. graloss_c."""
+    specs = {}
+    for name in sorted(LOSSES):
+        helps = getattr(LOSSES[name], "OPTION_HELP", {})
+        for opt, default in loss_options(name).items():
+            specs[f"{name}_{opt}"] = (default, f"--loss {name}: " + helps.get(opt, opt))
+    return specs
+
+
+def _type(name, default):
+    choices = {"head": sorted(HEADS), "loss": sorted(LOSSES), "method": sorted(PRESETS)}.get(name) or CHOICES.get(name)
+    if choices:
+        return click.Choice(list(choices))
+    return AutoFloat() if name in AUTO_FLOATS else type(default)
+
+
+def option(name: str, default, help_text: str):
+    flag = "--" + name.replace("_", "-")
+    if isinstance(default, bool):
+        return click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=default, show_default=True,
+                            help=help_text)
+    return click.option(flag, name, default=default, type=_type(name, default), show_default=True, help=help_text)
+
+
+def run_options(fn):
+    """Decorate a command with every run option, in OPTIONS order, then the loss options."""
+    specs = dict(OPTIONS, **loss_option_specs())
+    for name, (default, help_text) in reversed(list(specs.items())):
+        fn = option(name, default, help_text)(fn)
+    return fn

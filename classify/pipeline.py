@@ -1,0 +1,121 @@
+"""One stage-two fit from a resolved config: rows, head, objective, beta; train, calibrate, evaluate.
+
+Reads the bank and the store, writes nothing (run.py writes the run folder).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from data.errors import GlagError
+from data.splits import shot_groups
+from extract.losses import build_loss
+
+from .batches import SyntheticRows, load_real
+from .distill import AdaptiveBeta, DistillObjective
+from .evaluate import split_metrics
+from .heads import HeadContext, build_head
+from .trainer import train_head
+
+
+@dataclass
+class Fit:
+    """What a stage-two fit produced; run.py turns it into files."""
+    head: torch.nn.Module
+    metrics: dict
+    history: list = field(default_factory=list)
+    beta: AdaptiveBeta | None = None
+    embed: dict = field(default_factory=dict)
+
+
+def tail_classes(bank, store, groups) -> np.ndarray:
+    """The store's tail classes; without a store, every class outside the 'many' group."""
+    if store is not None:
+        return np.asarray(store.tail_classes, dtype=np.int64)
+    return np.flatnonzero(groups != 0)
+
+
+def _stage1(bank, device):
+    W, b = bank.head
+    return torch.from_numpy(W).to(device), torch.from_numpy(b).to(device)
+
+
+def _objective(bank, cfg, head_mask, device):
+    loss_cfg = {k: v for k, v in cfg.items() if k.startswith(cfg["loss"] + "_")}
+    loss_cfg["epochs"] = max(cfg["epochs"], 1)
+    try:
+        base = build_loss(cfg["loss"], bank.train_counts, loss_cfg)
+    except ValueError as e:
+        raise GlagError(f"--loss {cfg['loss']}: {e}") from None
+    return DistillObjective(base, head_mask, cfg["epochs"], kd=cfg["kd"], temperature=cfg["kd_temperature"],
+                            form=cfg["kd_form"], c=cfg["kd_c"], s=cfg["kd_s"]).to(device)
+
+
+def fit(cfg: dict, bank, store, progress: bool = True) -> Fit:
+    """Train (or calibrate) the head of `cfg` on `bank` (+ `store`) and evaluate it on val and test."""
+    threads = torch.get_num_threads()
+    small = bank.feature_dim * bank.num_classes < 2 ** 20
+    torch.set_num_threads(cfg["threads"] or (1 if small else threads))
+    try:
+        return _fit(cfg, bank, store, progress)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the caller's setting as it was
+
+
+def _fit(cfg, bank, store, progress):
+    """fit() on the threads it chose: build rows, head and objective; train; calibrate; evaluate."""
+    device, C = torch.device(cfg["device"]), bank.num_classes
+    space, lam = cfg["space"], cfg["tukey_lambda"]
+    groups = shot_groups(bank.train_counts, cfg["groups"])
+    tail = tail_classes(bank, store, groups)
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    ctx = HeadContext(*(t.numpy() for t in _stage1(bank, "cpu")), bank.train_counts, cfg["seed"])
+    head = build_head(cfg["head"], ctx, cfg).to(device)
+    real = load_real(bank, "train", space, lam, device, teacher=True)
+    val = load_real(bank, "val", space, lam, device) if "val" in bank.splits else None
+    beta = synth = None
+    history = []
+    if head.trainable:
+        if cfg["epochs"] < 1:
+            raise GlagError(f"--epochs {cfg['epochs']}: head {cfg['head']!r} is trained, give at least 1 epoch")
+        if store is not None:
+            beta = AdaptiveBeta(C, tail, cfg["beta_init"], cfg["beta_step"], cfg["beta_min"], cfg["beta_max"],
+                                adaptive=cfg["ad"])
+            synth = SyntheticRows(store, space, store.attrs.get("tukey_lambda", lam), _stage1(bank, device),
+                                  cfg["gamma"], cfg["gamma_mode"], gen, device)
+        head_mask = np.ones(C, dtype=bool)
+        head_mask[tail] = False
+        history = train_head(head, _objective(bank, cfg, head_mask, device), real, synth, beta, val, cfg, gen,
+                             progress=progress)
+    calib = head.calibrate((real.features, real.labels), (val.features, val.labels) if val is not None else None)
+    metrics = {"val": split_metrics(head, val, groups) if val is not None else None,
+               "test": split_metrics(head, load_real(bank, "test", space, lam, device), groups),
+               "calibration": calib, "groups": {"rule": cfg["groups"], "of_class": groups.tolist()},
+               "tail_classes": tail.tolist(), "train_counts": bank.train_counts.tolist(),
+               "class_names": bank.class_names, "stage1": bank.metrics}
+    embed = embed_sample(real, synth, beta, groups, cfg, gen) if cfg["plots"] else {}
+    return Fit(head, metrics, history, beta, embed)
+
+
+def embed_sample(real, synth, beta, groups, cfg, gen, per_class: int = 60) -> dict:
+    """A few classes' rows for the t-SNE plot: half most, half least frequent; synthetic rows of the last epoch.
+
+    Returns: {"features": (n, D), "labels": (n,), "synthetic": (n,) bool} as numpy.
+    """
+    counts = torch.bincount(real.labels.cpu(), minlength=len(groups)).numpy()
+    order = np.argsort(-counts, kind="stable")
+    k = max(1, cfg["tsne_classes"] // 2)
+    classes = np.unique(np.concatenate([order[:k], order[::-1][:k]]))
+    parts = [(real, False)]
+    if synth is not None:
+        parts.append((synth.rows(cfg["epochs"] - 1, beta.values), True))
+    feats, labels, flags = [], [], []
+    for rows, flag in parts:
+        y = rows.labels.cpu().numpy()
+        for c in classes:
+            idx = np.flatnonzero(y == c)[:per_class]
+            feats.append(rows.features[torch.as_tensor(idx, device=rows.labels.device)].cpu().numpy())
+            labels.append(y[idx])
+            flags.append(np.full(len(idx), flag))
+    return {"features": np.concatenate(feats).astype(np.float32), "labels": np.concatenate(labels),
+            "synthetic": np.concatenate(flags)}

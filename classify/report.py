@@ -1,0 +1,97 @@
+"""report.md of a run folder, from its result files only (config, metrics, history, beta)."""
+import json
+from pathlib import Path
+
+import click
+
+from data.splits import format_table
+
+DEPLOY = """## Using the head
+
+- `head.pt`: the head's state dict, `{names}`
+  (`HEADS["{head}"](ctx, ...).load_state_dict(torch.load("head.pt", weights_only=True))`).
+{linear}{model}"""
+
+
+def _read(folder: Path, name: str):
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _accuracy(metrics: dict) -> str:
+    rows = {}
+    for split in ("val", "test"):
+        if metrics.get(split):
+            rows[f"stage two, {split}"] = metrics[split]
+        if (metrics.get("stage1") or {}).get(split):
+            rows[f"stage one, {split}"] = metrics["stage1"][split]
+    return format_table(rows)
+
+
+def _beta(beta: dict | None) -> str:
+    if not beta:
+        return ""
+    traj = beta["trajectory"]
+    lines = [f"## Confidence beta ({'adaptive' if beta['adaptive'] else 'fixed'}), {len(beta['tail_classes'])} "
+             "tail classes\n", "| class | start | end | min | max |", "|---|---|---|---|---|"]
+    for j, name in enumerate(beta["class_names"][:30]):
+        col = [row[j] for row in traj]
+        lines.append(f"| {name} | {col[0]:.2f} | {col[-1]:.2f} | {min(col):.2f} | {max(col):.2f} |")
+    return "\n".join(lines) + ("\n\n(first 30 shown; all in beta.json)\n" if len(beta["class_names"]) > 30 else "\n")
+
+
+def _history(history: list) -> str:
+    if not history:
+        return ""
+    every = max(1, len(history) // 10)
+    lines = ["## Training\n", "| epoch | lr | alpha | rows | loss | ce | kd | val |",
+             "|---|---|---|---|---|---|---|---|"]
+    for h in history[::every] + ([history[-1]] if (len(history) - 1) % every else []):
+        val = h.get("val_overall")
+        lines.append(f"| {h['epoch']} | {h['lr']:.4f} | {h['alpha']:.3f} | {h['rows']} | {h['loss']:.4f} | "
+                     f"{h['ce']:.4f} | {h['kd']:.4f} | {'-' if val is None else f'{100 * val:.1f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder, plots: bool = True) -> Path:
+    """Write report.md (and the PNG plots when `plots`) into a run folder; returns the report's path."""
+    folder = Path(folder)
+    config, metrics = _read(folder, "config.json"), _read(folder, "metrics.json")
+    cfg, summary = config["cfg"], metrics["summary"]
+    images = []
+    if plots:
+        from .plots import make_plots
+        try:
+            images = make_plots(folder)
+        except ImportError:
+            click.echo("plots skipped: matplotlib is not installed (pip install 'glag[plots]')", err=True)
+    bank = config["upstream"]["bank"]
+    parts = [f"# Stage-two run {summary['run']}\n",
+             f"method **{cfg['method']}**: head `{cfg['head']}`, loss `{cfg['loss']}`, sampler `{cfg['sampler']}`, "
+             f"synthetic {cfg['synthetic']}, AD {cfg['ad']}, KD {cfg['kd']}, space `{cfg['space']}`, "
+             f"{cfg['epochs']} epochs.\n", f"Bank: `{bank['path']}` ({bank['dataset']}, {bank['backbone']}, "
+             f"stage-one loss {bank['loss']}, fingerprint {bank['fingerprint']}).",
+             f"Store: `{cfg['store'] or 'none'}`. Code: {config['code_version']}.\n",
+             "## Accuracy (%)\n", _accuracy(metrics)]
+    if metrics.get("calibration"):
+        parts.append(f"Calibration: `{json.dumps(metrics['calibration'], sort_keys=True)[:400]}`\n")
+    parts += [_beta(_read(folder, "beta.json")), _history(_read(folder, "history.json"))]
+    parts += [f"![{name}]({name})\n" for name in images]
+    parts.append(_deploy(folder, cfg))
+    path = folder / "report.md"
+    path.write_text("\n".join(p for p in parts if p))
+    return path
+
+
+def _deploy(folder: Path, cfg: dict) -> str:
+    import torch
+    names = ", ".join(sorted(torch.load(folder / "head.pt", weights_only=True)))
+    linear = ("- `linear.pt`: `{\"weight\": (C, D), \"bias\": (C,)}`, a linear layer with the same predictions on raw "
+              "features: `nn.Linear(D, C).load_state_dict(torch.load(\"linear.pt\", weights_only=True))`.\n"
+              if (folder / "linear.pt").is_file() else "")
+    model = ("- `model.pt`: the stage-one model with this head as its classifier; load it into the stage-one "
+             "architecture: `model.load_state_dict(torch.load(\"model.pt\", weights_only=True))`.\n"
+             if (folder / "model.pt").is_file() else
+             "- no `model.pt`: no stage-one checkpoint was found (bank config key `checkpoint`, or `bank.ckpt.pt` "
+             "beside the bank), --no-deploy, or the head has no linear equivalent in raw space.\n")
+    return DEPLOY.format(names=names, head=cfg["head"], linear=linear, model=model)

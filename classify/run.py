@@ -1,0 +1,87 @@
+"""One stage-two run, start to finish: resolve the config, fit, write the run folder atomically."""
+import json
+from pathlib import Path
+
+import click
+
+from data.atomic import atomic_dir
+from data.bank import Bank
+from data.cliutil import resolve_bank
+from data.errors import GlagError
+from data.store import Store
+
+from .config import AUTO, apply_preset, check, resolve_auto, run_dir, same_config
+from .outputs import write_run
+from .pipeline import fit
+from .report import write_report
+
+
+def open_store(cfg: dict, bank):
+    """The synthetic store for `bank` (None with --no-synthetic); refuses one made from another bank."""
+    if not cfg["synthetic"]:
+        return None
+    path = cfg["store"]
+    if path in (AUTO, "", None):
+        pointer = bank.path.parent / "synthetic" / "latest.json"
+        if not pointer.is_file():
+            raise GlagError(f"--store auto: no {pointer}; run `glag-generate --bank {bank.path}` first, "
+                            "pass --store PATH, or --no-synthetic")
+        try:
+            path = pointer.parent / json.loads(pointer.read_text())["store"]
+        except (ValueError, KeyError, TypeError):
+            raise GlagError(f"{pointer}: expected JSON {{\"store\": \"<file name>\"}}; rerun `glag-generate`") from None
+    return Store(path, bank)
+
+
+def _check_space(cfg, store):
+    lam = store.attrs.get("tukey_lambda") if store is not None else None
+    if cfg["space"] == "tukey" and lam is not None and float(lam) != cfg["tukey_lambda"]:
+        raise GlagError(f"--tukey-lambda {cfg['tukey_lambda']}: the store's rows use lambda {lam}; "
+                        "real rows must match, so leave it at auto")
+
+
+def run_stage2(options: dict, explicit=(), resume: bool = False, progress: bool = True) -> Path:
+    """Run one stage-two configuration and return its run folder.
+
+    Args:
+        options: every key of config.OPTIONS (plus stage-two loss options), as the CLI gives them.
+        explicit: keys the user set; the --method preset fills the others.
+        resume: a finished run folder of the same config is kept and returned (sweeps); otherwise an
+            existing folder is an error unless cfg["overwrite"].
+    Returns:
+        Path of the run folder.
+    """
+    cfg = apply_preset(options, set(explicit))
+    bank = Bank(resolve_bank(cfg["bank"] or None, cfg["dataset"] or None, cfg["runs_root"]))
+    with bank:
+        store = open_store(cfg, bank)
+        try:
+            cfg = resolve_auto(cfg, bank, store)
+            check(cfg, bank)
+            _check_space(cfg, store)
+            target = run_dir(cfg, bank.path)
+            if target.exists() and resume and same_config(target, cfg):
+                return target
+            if target.exists() and not cfg["overwrite"]:
+                raise GlagError(f"{target}: run folder exists; pass --overwrite or another --run name")
+            result = fit(cfg, bank, store, progress=progress)
+            _write(target, cfg, bank, store, result, resume)
+        finally:
+            if store is not None:
+                store.close()
+    return target
+
+
+def _write(target, cfg, bank, store, result, resume):
+    try:
+        with atomic_dir(target, overwrite=cfg["overwrite"]) as tmp:
+            write_run(tmp, target.name, cfg, bank, store, result)
+            write_report(tmp, plots=cfg["plots"])
+    except OSError:
+        if resume and same_config(target, cfg):
+            return  # a concurrent sweep finished the same run first: its folder is as good as ours
+        if target.exists():
+            raise GlagError(f"{target}: another process wrote this run folder meanwhile; nothing of this run "
+                            "was kept (rerun with --overwrite or another --run)") from None
+        raise
+    click.echo(f"wrote {target}", err=True)

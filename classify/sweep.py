@@ -1,0 +1,134 @@
+"""Many stage-two runs from one (or a few) feature banks, in parallel, and one comparison table.
+
+Every configuration is checked before anything runs (unknown keys, missing banks).
+Runs are keyed by the hash of their resolved config and written atomically, so
+an interrupted sweep resumes where it stopped, and two sweeps that share runs
+or a table folder never mix files: each file appears whole or not at all.
+"""
+import itertools
+import json
+import os
+from pathlib import Path
+
+import click
+
+from data.atomic import atomic_file
+from data.cliutil import resolve_bank
+from data.errors import GlagError
+
+from .config import defaults
+from .grids import GRIDS
+from .table import csv_text, markdown
+
+_SECTIONS = ("base", "grid", "runs", "description")
+
+
+def load_grid(spec: str) -> tuple[str, dict]:
+    """A shipped grid by name, or a JSON file. Returns (name, grid)."""
+    if spec in GRIDS:
+        return spec, GRIDS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise GlagError(f"--grid {spec}: neither a shipped grid ({sorted(GRIDS)}) nor a JSON file")
+    try:
+        return path.stem, json.loads(path.read_text())
+    except ValueError as e:
+        raise GlagError(f"--grid {path}: not valid JSON ({e})") from None
+
+
+def expand(grid: dict, name: str, known: dict, fill: dict) -> list[dict]:
+    """The list of per-run overrides: base + product(grid) + each of runs, placeholders filled.
+
+    Raises GlagError naming unknown sections or keys.
+    """
+    bad = sorted(set(grid) - set(_SECTIONS))
+    points = grid.get("grid", {})
+    runs = grid.get("runs") or [{}]
+    keys = set(grid.get("base", {})) | set(points) | {k for r in runs for k in r}
+    bad += sorted(keys - set(known))
+    if bad:
+        raise GlagError(f"--grid {name}: unknown key(s) {bad}; sections are {list(_SECTIONS)} and keys are "
+                        f"run options such as {sorted(known)[:12]}... (see `glag-classify run --help`)")
+    if any(not isinstance(v, list) or not v for v in points.values()):
+        raise GlagError(f"--grid {name}: every entry of \"grid\" must be a non-empty list of values")
+    out = []
+    for combo in itertools.product(*points.values()):
+        for extra in runs:
+            entry = dict(grid.get("base", {}), **dict(zip(points, combo)), **extra)
+            out.append({k: v.format(**fill) if isinstance(v, str) else v for k, v in entry.items()})
+    return out
+
+
+def _one(options: dict, explicit: list, threads: int):
+    """Worker: one run in its own process; returns (run folder, None) or (None, error message)."""
+    import torch
+    torch.set_num_threads(threads)  # the most a large head may take (--threads 0); small heads use one
+    from .run import run_stage2
+    try:
+        return str(run_stage2(options, explicit, resume=True, progress=False)), None
+    except GlagError as e:
+        return None, str(e)
+
+
+def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto") -> tuple[list, Path]:
+    """Run every configuration of a grid; write table.md and table.csv.
+
+    Args:
+        grid_spec: shipped grid name or JSON path.
+        base: options common to all runs (bank, dataset, runs_root, loss options...).
+        jobs: parallel processes (each with cpu_count // jobs torch threads).
+        out: folder of the table; auto: <first run's bank folder>/stage2/sweeps/<grid name>.
+    Returns:
+        (run folders, table folder).
+    """
+    name, configs = _configs(grid_spec, base)
+    missing = sorted({o["bank"] for o, _ in configs if not Path(o["bank"]).is_file()})
+    if missing:
+        raise GlagError(f"--grid {name}: bank(s) not found: {missing}; build them with `make features` first")
+    from joblib import Parallel, delayed
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    click.echo(f"sweep {name}: {len(configs)} runs, {jobs} at a time", err=True)
+    results = Parallel(n_jobs=jobs)(delayed(_one)(o, e, threads) for o, e in configs)
+    varying = {k for _, e in configs for k in e if len({json.dumps(o.get(k)) for o, _ in configs}) > 1}
+    done = [(Path(r), describe(o, varying & set(e))) for (r, _), (o, e) in zip(results, configs) if r]
+    errors = [err for _, err in results if err]
+    folder = Path(configs[0][0]["bank"]).parent / "stage2" / "sweeps" / name if out == "auto" else Path(out)
+    banks = sorted({o["bank"] for o, _ in configs})
+    runs = [r for r, _ in done]
+    write_tables(folder, runs, banks, [label for _, label in done])
+    if errors:
+        raise GlagError(f"{len(errors)} of {len(configs)} runs failed (table has the others): " + " | ".join(errors))
+    return runs, folder
+
+
+def _configs(grid_spec: str, base: dict) -> tuple[str, list]:
+    """(grid name, [(full options, keys the grid set)]) with every bank resolved to a path."""
+    name, grid = load_grid(grid_spec)
+    from .options import loss_option_specs
+    known = dict(defaults({k: v for k, (v, _) in loss_option_specs().items()}), **base)
+    fill = {"dataset": base.get("dataset") or os.environ.get("DATASET", ""), "runs_root": base["runs_root"]}
+    configs = []
+    for entry in expand(grid, name, known, fill):
+        options = dict(known, plots=False, deploy=False, **entry)
+        options["bank"] = str(resolve_bank(options["bank"] or None, options["dataset"] or None, options["runs_root"]))
+        configs.append((options, sorted(entry)))
+    return name, configs
+
+
+def describe(options: dict, keys) -> str:
+    """A table label: the method, then this run's values of the options in `keys` (bank and method left out)."""
+    rest = ", ".join(f"{k}={options[k]}" for k in sorted(keys) if k not in ("method", "bank"))
+    return f"{options['method']} {rest}".strip()
+
+
+def write_tables(folder: Path, runs: list, banks: list, labels=None) -> None:
+    """table.md (val and test, stage-one rows first) and table.csv, each written atomically."""
+    text = "\n".join(markdown(runs, split, banks, labels) for split in ("val", "test") if _has(runs, split))
+    for fname, body in (("table.md", text), ("table.csv", csv_text(runs, labels=labels))):
+        with atomic_file(folder / fname) as tmp:
+            tmp.write_text(body)
+
+
+def _has(runs, split) -> bool:
+    from .table import load_metrics
+    return all(load_metrics(r).get(split) for r in runs)

@@ -1,0 +1,63 @@
+"""Comparison tables of finished runs (markdown for people, CSV for scripts); reads result files only."""
+import csv
+import io
+import json
+from pathlib import Path
+
+from data.errors import GlagError
+from data.splits import GROUPS, format_table
+
+COLUMNS = ("overall",) + GROUPS
+LABELS = ("method", "head", "bank_loss", "synthetic", "ad", "kd")
+
+
+def load_metrics(run: Path) -> dict:
+    path = Path(run) / "metrics.json"
+    if not path.is_file():
+        raise GlagError(f"{run}: no metrics.json; not a finished stage-two run folder")
+    return json.loads(path.read_text())
+
+
+def stage_one_rows(banks, split: str) -> dict:
+    """{"stage one (<loss>)": accuracy dict} from each bank's stage1 metrics."""
+    from data.bank import Bank
+    rows = {}
+    for path in banks:
+        with Bank(path) as bank:
+            acc = bank.metrics.get(split)
+            if acc:
+                rows[f"stage one ({bank.loss}, {Path(path).parent.name})"] = acc
+    return rows
+
+
+def run_rows(runs, split: str, labels=None) -> dict:
+    """{"<label or run name> (<stage-one loss> bank)": accuracy dict on `split`}."""
+    rows = {}
+    for i, run in enumerate(runs):
+        m = load_metrics(run)
+        if m.get(split) is None:
+            raise GlagError(f"{run}: no {split!r} metrics (the bank had no {split} split); try --split test")
+        summary = m.get("summary", {})
+        name = labels[i] if labels else summary.get("run", Path(run).name)
+        rows[f"{name} ({summary.get('bank_loss', '?')} bank)"] = m[split]
+    return rows
+
+
+def markdown(runs, split: str = "test", banks=(), labels=None) -> str:
+    """The markdown table: stage-one rows of `banks` first, then one row per run (`labels` name them)."""
+    rows = dict(stage_one_rows(banks, split), **run_rows(runs, split, labels))
+    return format_table(rows, title=f"Top-1 accuracy (%) on {split}")
+
+
+def csv_text(runs, splits=("val", "test"), labels=None) -> str:
+    """One line per run: name, label, summary, then overall/many/medium/few per split (fractions)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(("run", "label") + LABELS + tuple(f"{s}_{c}" for s in splits for c in COLUMNS))
+    for i, run in enumerate(runs):
+        m = load_metrics(run)
+        summary = m.get("summary", {})
+        accs = [(m.get(s) or {}).get(c) for s in splits for c in COLUMNS]
+        w.writerow([summary.get("run", Path(run).name), labels[i] if labels else ""]
+                   + [summary.get(k, "") for k in LABELS] + ["" if a is None else f"{a:.4f}" for a in accs])
+    return buf.getvalue()

@@ -1,0 +1,103 @@
+"""Run-level behaviour: the optimiser, the deployable checkpoint, concurrent writers, the trainer's use of beta."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import classify.run as run_module
+from classify.config import defaults
+from classify.optim import SGD, cosine_lr
+from classify.options import loss_option_specs
+from data.bank import Bank
+from data.errors import GlagError
+from tests.conftest import write_tiny_bank
+from tests.test_classify_cli import invoke, make_bank_and_store
+
+
+def options(bank, **kw):
+    opts = defaults({k: v for k, (v, _) in loss_option_specs().items()})
+    opts.update(dict(bank=str(bank), plots=False, epochs=2), **kw)
+    return opts
+
+
+def test_sgd_matches_torch_sgd():
+    g = torch.Generator().manual_seed(0)
+    w0, grads = torch.randn(4, 3, generator=g), [torch.randn(4, 3, generator=g) for _ in range(5)]
+    ours, ref = w0.clone().requires_grad_(), w0.clone().requires_grad_()
+    opt_ours, opt_ref = SGD([ours], 0.1, 0.9, 5e-4), torch.optim.SGD([ref], 0.1, momentum=0.9, weight_decay=5e-4)
+    for grad in grads:
+        ours.grad, ref.grad = grad.clone(), grad.clone()
+        opt_ours.step()
+        opt_ref.step()
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_cosine_lr_starts_at_base_and_decays():
+    lrs = [cosine_lr(0.2, e, 10) for e in range(10)]
+    assert lrs[0] == 0.2 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 0
+
+
+def test_model_pt_is_the_stage_one_checkpoint_with_the_new_head(tmp_path):
+    bank_path = write_tiny_bank(tmp_path / "bank.h5")
+    with Bank(bank_path) as bank:
+        W, b = (torch.from_numpy(t) for t in bank.head)
+    backbone = torch.randn(5, 5)
+    torch.save({"format": "x", "model": {"body.w": backbone, "fc.weight": W, "fc.bias": b}},
+               tmp_path / "bank.ckpt.pt")  # glag-extract's name for the checkpoint beside the bank
+    res = invoke("run", "--bank", bank_path, "--method", "crt", "--epochs", 2, "--run", "d", "--no-plots")
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "stage2" / "d"
+    model, linear = (torch.load(run / f, weights_only=True) for f in ("model.pt", "linear.pt"))
+    assert torch.equal(model["body.w"], backbone)
+    assert torch.equal(model["fc.weight"], linear["weight"]) and torch.equal(model["fc.bias"], linear["bias"])
+    assert not torch.equal(model["fc.weight"], W)
+
+
+def test_resume_keeps_a_finished_run_and_refuses_a_clash(tmp_path, monkeypatch):
+    bank = write_tiny_bank(tmp_path / "bank.h5")
+    first = run_module.run_stage2(options(bank, method="crt"), {"method"})
+    stamp = (first / "metrics.json").stat().st_mtime_ns
+    assert run_module.run_stage2(options(bank, method="crt"), {"method"}, resume=True) == first
+    assert (first / "metrics.json").stat().st_mtime_ns == stamp
+
+    real_fit = run_module.fit
+
+    def racing_fit(cfg, *args, **kw):  # another process finishes the same folder while we train
+        out = real_fit(cfg, *args, **kw)
+        (tmp_path / "stage2" / "race").mkdir()
+        (tmp_path / "stage2" / "race" / "theirs").write_text("x")
+        return out
+    monkeypatch.setattr(run_module, "fit", racing_fit)
+    with pytest.raises(GlagError, match="another process"):
+        run_module.run_stage2(options(bank, method="crt", run="race"), {"method"})
+    assert sorted(p.name for p in (tmp_path / "stage2" / "race").iterdir()) == ["theirs"]
+    assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == [first.name, "race"]  # no temp folders
+
+
+def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
+    bank = write_tiny_bank(tmp_path / "bank.h5")
+
+    def broken(folder, *a, **k):
+        (folder / "config.json").write_text("{}")
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(run_module, "write_run", broken)
+    with pytest.raises(RuntimeError):
+        run_module.run_stage2(options(bank, method="crt", run="x"), {"method"})
+    assert not (tmp_path / "stage2").exists() or not any((tmp_path / "stage2").iterdir())
+
+
+def test_trainer_mixes_with_the_beta_of_each_epoch(tmp_path, monkeypatch):
+    bank, _ = make_bank_and_store(tmp_path)
+    seen = []
+    import classify.batches as batches
+    real_rows = batches.SyntheticRows.rows
+
+    def spy(self, epoch, beta):
+        seen.append(np.asarray(beta).copy())
+        return real_rows(self, epoch, beta)
+    monkeypatch.setattr(batches.SyntheticRows, "rows", spy)
+    path = run_module.run_stage2(options(bank, epochs=5, beta_step=0.25, kd=False), set())
+    traj = json.loads((path / "beta.json").read_text())["trajectory"]
+    assert [s[[3, 4, 5]].tolist() for s in seen[:5]] == traj[:5]  # epoch e mixes with the betas after e - 1
+    assert len({tuple(t) for t in traj}) > 1  # beta did move, so the check above means something
