@@ -1,0 +1,204 @@
+"""Stage-one throughput on CPU: GLAG's training step vs a peer-style reference loop, and the feature dump.
+
+Both loops train ResNet-32 with SGD on CIFAR-10-LT (IM 100, from the JPEG copy
+extracted under --data-root) with the same batch size and augmentation
+(pad-4 random crop + horizontal flip + normalise), measured in one process:
+
+  glag       uint8 images in memory, whole-batch tensor crop/flip, channels_last
+             (extract.loaders / extract.augment / extract.trainer, the real code path),
+             in fp32 (the default on CPU) and with --amp bf16 (AMX / AVX512-BF16 CPUs)
+  reference  what peer repos do: NCHW model, per-image PIL transforms
+             (RandomCrop, RandomHorizontalFlip, ToTensor, Normalize) in a torch
+             DataLoader over in-memory arrays (torchvision's CIFAR dataset style)
+
+Rounds of the loops alternate; the median and the best round are reported (on
+a shared machine the best round is the least disturbed one).
+Then the dump: rows/s of extract.dump.dump_bank over all splits and the bank's size.
+Writes bench/results/extract.json and extract.md.
+
+    python bench/bench_extract.py --data-root ./datasets      # after extracting cifar10-jpeg.tar.gz there
+"""
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from data.datasets import load_dataset
+from data.longtail import make_long_tail
+from data.provenance import code_version
+from extract.backbones import Classifier, build_backbone
+from extract.dump import dump_bank
+from extract.loaders import Images, epoch_order, seeded, split_batches
+from extract.losses import build_loss
+from extract.pipeline import resolve_config
+from extract.distributed import Context
+from extract.trainer import Trainer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(step_fn, batches, steps: int) -> float:
+    """images/s of `steps` calls of step_fn on the next batches of the iterator `batches`."""
+    done, started = 0, time.perf_counter()
+    for _, batch in zip(range(steps), batches):
+        step_fn(batch)
+        done += len(batch[1])
+    return done / (time.perf_counter() - started)
+
+
+def endless(make_iter):
+    while True:
+        yield from make_iter()
+
+
+def glag_loop(data, cfg, amp: str):
+    """(step_fn, batch iterator) of GLAG's training path on the LT train split (amp: fp32 or bf16)."""
+    torch.manual_seed(0)
+    model = Classifier(build_backbone("resnet32", 3, 32), data.num_classes).to(memory_format=torch.channels_last)
+    images = Images(data.train, 3, 32)
+    ctx = Context(torch.device("cpu"), amp=amp)
+    trainer = Trainer(model, build_loss("ce", data.train_counts, cfg), images, cfg, ctx, 32)
+    aug = seeded(0, 0, 1)
+    order = epoch_order(images.labels, "instance", seeded(0, 0, 0))
+    batches = split_batches(order, cfg["batch_size"], drop_last=True)
+    model.train()
+    return (lambda b: trainer.train_batch(b[0], b[1], aug)), endless(lambda: images.batches(batches))
+
+
+def reference_loop(data, cfg, workers: int):
+    """(step_fn, batch iterator) of a peer-style loop: NCHW, per-image PIL transforms, DataLoader."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize(cfg["mean"], cfg["std"])])
+
+    class PeerCifar(torch.utils.data.Dataset):          # torchvision.datasets.CIFAR10's __getitem__
+        def __len__(self):
+            return len(data.train)
+
+        def __getitem__(self, i):
+            return tf(Image.fromarray(data.train.images[i])), int(data.train.labels[i])
+
+    torch.manual_seed(0)
+    model = Classifier(build_backbone("resnet32", 3, 32), data.num_classes)          # NCHW
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    loader = torch.utils.data.DataLoader(PeerCifar(), batch_size=cfg["batch_size"], shuffle=True,
+                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+
+    def step(batch):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.train()
+    return step, endless(lambda: iter(loader))
+
+
+def compare(data, cfg, steps: int, warmup: int, rounds: int, workers: int) -> dict:
+    """Alternate rounds of the loops so that load from other processes hits all alike.
+
+    Returns the median and the best round per loop: on a shared machine the best
+    round is the one least disturbed by other processes.
+    """
+    loops = {"glag": glag_loop(data, cfg, "fp32"), "glag_bf16": glag_loop(data, cfg, "bf16"),
+             "reference": reference_loop(data, cfg, workers)}
+    rates = {name: [] for name in loops}
+    for step, batches in loops.values():
+        timed(step, batches, warmup)
+    for r in range(rounds):
+        for name, (step, batches) in loops.items():
+            rates[name].append(round(timed(step, batches, steps), 1))
+            click.echo(f"round {r}: {name} {rates[name][-1]} img/s", err=True)
+    out = {"rounds": rates}
+    for stat, fn in (("median", np.median), ("best", np.max)):
+        v = {name: float(fn(r)) for name, r in rates.items()}
+        out[stat] = dict(v, ratio=round(v["glag"] / v["reference"], 2),
+                         ratio_bf16=round(v["glag_bf16"] / v["reference"], 2))
+    return out
+
+
+def dump_rate(data, cfg) -> dict:
+    model = Classifier(build_backbone("resnet32", 3, 32), data.num_classes).to(memory_format=torch.channels_last)
+    splits = {s: Images(getattr(data, s), 3, 32) for s in ("train", "val", "test")}
+    rows = sum(len(s) for s in splits.values())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bank.h5"
+        started = time.perf_counter()
+        dump_bank(model, data, splits, cfg, Context(torch.device("cpu")), out, log=lambda *a, **k: None)
+        seconds = time.perf_counter() - started
+        size = out.stat().st_size
+    return {"rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 1),
+            "bank_mb": round(size / 2 ** 20, 2), "bytes_per_row": round(size / rows, 1)}
+
+
+@click.command()
+@click.option("--data-root", type=click.Path(file_okay=False), default=None, show_default="$GLAG_DATA or ./datasets")
+@click.option("--im", default=100.0, show_default=True)
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--steps", default=6, show_default=True, help="Timed steps per loop and round.")
+@click.option("--rounds", default=3, show_default=True, help="Alternating rounds; the median is reported.")
+@click.option("--warmup", default=2, show_default=True, help="Untimed steps of each loop first.")
+@click.option("--workers", default=2, show_default=True, help="DataLoader workers of the reference loop.")
+@click.option("--threads", default=0, show_default=True, help="torch threads; 0 = default.")
+@click.option("--out", type=click.Path(file_okay=False), default=str(RESULTS), show_default="bench/results")
+def main(data_root, im, batch_size, steps, rounds, warmup, workers, threads, out):
+    """Measure stage-one training and dump throughput on CIFAR-10-LT (CPU)."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as glag-extract does (it matters for the dump, not for training)
+    raw = load_dataset("cifar10-jpeg", data_root)
+    data = make_long_tail(raw, "exp", im, 20, seed=0)
+    options = dict(dataset="cifar10-jpeg", loss="ce", out=None, batch_size=batch_size, epochs=200, lr=0.1,
+                   warmup_epochs=5, momentum=None, weight_decay=None, sampler=None, crop_pad=None, flip=None,
+                   cutout=None, seed=0, compile=False, dump_batch_size=256, groups=None, threads=threads,
+                   workers=0, preload_mb=0, backbone="resnet32", im=im, profile=None, val_per_class=None)
+    cfg = resolve_config(options, raw)
+    load = [os.getloadavg()[0]]
+    train = compare(data, cfg, steps, warmup, rounds, workers)
+    dump = dump_rate(data, cfg)
+    load.append(os.getloadavg()[0])
+    result = {
+        "train_images_per_s": train,
+        "dump": dump, "setup": {"dataset": "cifar10-jpeg", "im": im, "train_rows": len(data.train),
+                                "batch_size": batch_size, "steps": steps, "rounds": rounds, "warmup": warmup,
+                                "reference_workers": workers, "threads": torch.get_num_threads()},
+        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+                    "load_avg_1min": load, "code_version": code_version()},
+    }
+    write(Path(out), result)
+
+
+def write(out: Path, r: dict):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "extract.json").write_text(json.dumps(r, indent=2, sort_keys=True) + "\n")
+    t, d, s, m = r["train_images_per_s"], r["dump"], r["setup"], r["machine"]
+    md, bt = t["median"], t["best"]
+    md = (f"# Stage-one throughput (CPU, {m['cpus']} cores, torch {m['torch']}, {s['threads']} threads)\n\n"
+          f"ResNet-32 on CIFAR-10-LT IM {s['im']:g} from the JPEG copy ({s['train_rows']} train images), "
+          f"batch {s['batch_size']}, {s['rounds']} alternating rounds of {s['steps']} steps "
+          f"(after {s['warmup']} untimed).\n"
+          f"1-min load average before/after: {m['load_avg_1min'][0]:.2f} / {m['load_avg_1min'][1]:.2f}.\n\n"
+          "| loop | median images/s | best round |\n|---|---|---|\n"
+          f"| GLAG: uint8 in memory, batched tensor crop/flip, channels_last (fp32) | {md['glag']} | {bt['glag']} |\n"
+          f"| GLAG with --amp bf16 | {md['glag_bf16']} | {bt['glag_bf16']} |\n"
+          f"| reference: NCHW, per-image PIL transforms, DataLoader x{s['reference_workers']} (fp32) | "
+          f"{md['reference']} | {bt['reference']} |\n\n"
+          f"GLAG / reference: {md['ratio']}x median, {bt['ratio']}x best round; "
+          f"with --amp bf16: {md['ratio_bf16']}x median, {bt['ratio_bf16']}x best round.\n\n"
+          f"Feature dump: {d['rows']} rows in {d['seconds']} s = {d['rows_per_s']} rows/s; "
+          f"bank {d['bank_mb']} MB ({d['bytes_per_row']} bytes/row).\n")
+    (out / "extract.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

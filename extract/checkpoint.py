@@ -1,0 +1,77 @@
+"""Stage-one checkpoints: written atomically every epoch, read back with weights_only=True.
+
+Everything in the file is a tensor, number, string or plain container, so
+`torch.load(..., weights_only=True)` reads it; the config travels as JSON text
+and RNG states as uint8 tensors.
+"""
+import json
+import pickle
+
+import torch
+
+from data.atomic import atomic_file
+from data.errors import GlagError
+from data.provenance import code_version, config_json
+
+FORMAT = "glag-stage1-ckpt/1"
+# Options that do not change what is trained: a resume may differ in these.
+RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
+                          "stop_after_epochs", "workers", "preload_mb", "dump_batch_size"})
+
+
+def checkpoint_path(out):
+    """The checkpoint beside a bank: runs/<dataset>/bank.h5 -> runs/<dataset>/bank.ckpt.pt."""
+    return out.with_name(out.stem + ".ckpt.pt")
+
+
+def save_checkpoint(path, *, model, optimizer, scheduler, epoch: int, cfg: dict) -> None:
+    """Write the state after `epoch` finished epochs (atomically: a kill leaves the old file)."""
+    state = {
+        "format": FORMAT, "epoch": int(epoch), "config": config_json(cfg), "code_version": code_version(),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path) -> dict:
+    """Read and check a checkpoint; its config comes back as a dict under "config"."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+        raise GlagError(f"{path}: not a readable stage-one checkpoint ({type(e).__name__}); "
+                        "delete it or pass --no-resume") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise GlagError(f"{path}: not a {FORMAT} checkpoint; delete it or pass --no-resume")
+    state["config"] = json.loads(state["config"])
+    return state
+
+
+def check_compatible(path, saved: dict, cfg: dict) -> None:
+    """Refuse to continue a checkpoint trained with other settings, naming them."""
+    plain = lambda v: json.loads(json.dumps(v, default=str))  # tuples -> lists, paths -> str; 1 == 1.0
+    keys = sorted((set(saved) | set(cfg)) - RUNTIME_KEYS)
+    diffs = [f"{k}={saved.get(k)!r} (this run: {cfg.get(k)!r})" for k in keys
+             if plain(saved.get(k)) != plain(cfg.get(k))]
+    if diffs:
+        raise GlagError(f"{path}: checkpoint was trained with {', '.join(diffs[:4])}; pass --no-resume to "
+                        "start over, or another --out")
+
+
+def restore(state: dict, *, model, optimizer=None, scheduler=None) -> int:
+    """Load a checkpoint's states into the objects; returns the finished epochs."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise GlagError(f"checkpoint does not fit this model ({str(e).splitlines()[0]}); "
+                        "pass --no-resume to start over") from None
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if torch.cuda.is_available() and len(state["rng_cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return int(state["epoch"])

@@ -1,0 +1,25 @@
+"""`glag-extract`: stage one of GLAG. Train a backbone with a long-tail loss, dump the feature bank.
+
+    glag-extract --dataset digits                       # the embedded demo, well under a minute on CPU
+    glag-extract --dataset cifar10-jpeg --loss ce       # a baseline bank
+    torchrun --nproc-per-node 4 -m extract.cli --dataset imagenet-lt   # several GPUs
+
+A rerun continues from the checkpoint beside the bank (--no-resume starts over).
+"""
+import click
+
+from data.cliutil import friendly_errors
+from extract.options import apply_options
+from extract.pipeline import run_extract
+
+
+@click.command(context_settings={"max_content_width": 110})
+@apply_options
+@friendly_errors
+def main(**options):
+    """Train stage one on a long-tailed dataset and write its feature bank (runs/<dataset>/bank.h5)."""
+    run_extract(options)
+
+
+if __name__ == "__main__":
+    main()

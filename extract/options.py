@@ -1,0 +1,87 @@
+"""The click options of `glag-extract`, built from the registries.
+
+Options whose default shows as "(recipe)" take the dataset recipe's value
+(extract/recipes.py) when not given; each loss's own options are generated
+from its signature (extract.losses.loss_options) and carry its name as prefix.
+"""
+import click
+
+from data.datasets import DATASETS
+from data.longtail import PROFILES
+from data.splits import RULES
+from extract.backbones import BACKBONES
+from extract.distributed import AMP, DEVICES
+from extract.loaders import SAMPLERS
+from extract.losses import LOSSES, loss_options
+
+RECIPE = "recipe"
+
+
+def _opt(*names, **kw):
+    kw.setdefault("show_default", RECIPE if kw.get("default") is None else True)
+    return click.option(*names, **kw)
+
+
+def loss_option_list() -> list:
+    """--<loss>-<option> for every registered loss, e.g. --graloss-c; None = recipe or loss default."""
+    out = []
+    for name in sorted(LOSSES):
+        helps = getattr(LOSSES[name], "OPTION_HELP", {})
+        for key, default in loss_options(name).items():
+            flag = f"--{name}-{key}".replace("_", "-")
+            kind = type(default) if isinstance(default, (int, float, str)) else str
+            out.append(_opt(flag, f"{name}_{key}", type=kind, default=None, show_default=str(default),
+                            help=f"[{name}] " + helps.get(key, f"{key} of the {name} loss.")))
+    return out
+
+
+OPTIONS = [
+    _opt("--dataset", type=click.Choice(sorted(DATASETS)), default="digits", help="Dataset to train on."),
+    _opt("--data-root", type=click.Path(file_okay=False), default=None, show_default="$GLAG_DATA or ./datasets",
+         help="Folder that holds the raw datasets."),
+    _opt("--image-size", type=int, default=None, show_default="the reader's",
+         help="Side images are resized to, for readers that decode files (folder, imagenet-lt, inat2018)."),
+    _opt("--channels", type=click.Choice(["1", "3"]), default=None, show_default="the reader's",
+         help="Gray (1) or RGB (3), for the folder reader."),
+    _opt("--im", type=float, default=None, help="Imbalance ratio n_max / n_min of the long-tailed split."),
+    _opt("--profile", type=click.Choice(PROFILES), default=None, help="Long-tail profile."),
+    _opt("--val-per-class", type=int, default=None, help="Balanced val images per class (from train leftovers)."),
+    _opt("--data-seed", type=int, default=0, help="Seed of the long-tailed subsampling and val split."),
+    _opt("--backbone", type=click.Choice(sorted(BACKBONES)), default=None, help="Feature extractor."),
+    _opt("--pretrained", type=click.Path(), default=None, show_default="none",
+         help="Local backbone checkpoint (state dict) to start from."),
+    _opt("--loss", type=click.Choice(sorted(LOSSES)), default=None, show_default="graloss",
+         help="Stage-one loss."),
+    *loss_option_list(),
+    _opt("--epochs", type=int, default=None, help="Training epochs."),
+    _opt("--batch-size", type=int, default=None, help="Global batch size (split over DDP processes)."),
+    _opt("--lr", type=float, default=None, help="Peak learning rate of the cosine schedule."),
+    _opt("--warmup-epochs", type=float, default=None, help="Linear warm-up length in epochs."),
+    _opt("--momentum", type=float, default=None, help="SGD momentum."),
+    _opt("--weight-decay", type=float, default=None, help="SGD weight decay."),
+    _opt("--sampler", type=click.Choice(SAMPLERS), default=None, help="Instance- or class-balanced sampling."),
+    _opt("--crop-pad", type=int, default=None, help="Zero padding before the random crop (pad recipes)."),
+    _opt("--flip/--no-flip", default=None, help="Random horizontal flips."),
+    _opt("--cutout", type=int, default=None, help="Cutout square side in pixels; 0 = off."),
+    _opt("--seed", type=int, default=0, help="Seed of initialisation, batch order and augmentation."),
+    _opt("--device", type=click.Choice(DEVICES), default="auto", help="auto = CUDA when present."),
+    _opt("--amp", type=click.Choice(AMP), default="auto",
+         help="bf16 autocast; auto = on CUDA only. bf16 on a CPU with AMX/AVX512-BF16 trains about 2x faster."),
+    _opt("--compile/--no-compile", default=False, help="torch.compile the model."),
+    _opt("--out", type=click.Path(dir_okay=False), default=None, show_default="runs/<dataset>/bank.h5",
+         help="Bank to write; the checkpoint goes beside it (<name>.ckpt.pt)."),
+    _opt("--dump-only", is_flag=True, default=False, help="Only dump features from the finished checkpoint."),
+    _opt("--resume/--no-resume", default=True, help="Continue from the checkpoint beside --out."),
+    _opt("--groups", type=click.Choice(RULES), default=None, help="Many/medium/few rule of the metrics."),
+    _opt("--threads", type=int, default=None, help="CPU threads for torch; 0 = torch's default."),
+    _opt("--workers", type=int, default=4, help="Processes decoding image files."),
+    _opt("--preload-mb", type=float, default=4096.0, help="Decode file datasets into memory up to this size."),
+    _opt("--dump-batch-size", type=int, default=256, help="Batch size of the feature dump."),
+    _opt("--stop-after-epochs", type=int, default=None, hidden=True, help="Stop after N epochs (tests)."),
+]
+
+
+def apply_options(fn):
+    for option in reversed(OPTIONS):
+        fn = option(fn)
+    return fn

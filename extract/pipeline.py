@@ -1,0 +1,166 @@
+"""Stage one end to end: dataset -> long-tailed split -> trained Classifier -> feature bank.
+
+`run_extract(options)` is what `glag-extract` calls; `options` are the CLI's
+values, None meaning "the dataset recipe's value" (extract/recipes.py).
+"""
+import inspect
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from data.cliutil import echo_progress
+from data.datasets import DATASETS, load_dataset
+from data.errors import GlagError
+from data.longtail import make_long_tail
+from extract.backbones import Classifier, build_backbone, load_pretrained
+from extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
+from extract.distributed import close_context, init_context
+from extract.dump import dump_bank
+from extract.loaders import Images
+from extract.losses import LOSSES, build_loss, loss_options
+from extract.recipes import recipe_for, resolve
+from extract.trainer import Trainer
+
+RESIZE_MARGIN = 8 / 7  # "resize" recipes decode at 8/7 of the crop (256 for 224) and crop inside
+GPU_RESIDENT_MB = 2048  # an in-memory train split up to this size lives on the GPU: no copy per step
+
+
+def default_out(dataset: str) -> Path:
+    return Path("runs") / dataset / "bank.h5"
+
+
+def read_dataset(options: dict, base: dict | None = None):
+    """The raw dataset, passing --image-size / --channels (or `base`'s) to readers that take them."""
+    reader = DATASETS.get(options["dataset"])
+    params = inspect.signature(reader).parameters if reader else {}
+    given = {}
+    for key in ("image_size", "channels"):
+        value = options.get(key)
+        if value is None and base and key in params:
+            value = base.get(key)
+        if value is not None:
+            given[key] = int(value)
+    ignored = [f"--{k.replace('_', '-')}" for k in given if k not in params]
+    if ignored:
+        raise GlagError(f"{' '.join(ignored)}: dataset {options['dataset']!r} does not take this option")
+    return load_dataset(options["dataset"], options["data_root"], **given)
+
+
+def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
+    """The run's full config: options, then `base` (a checkpoint's), then recipe and loss defaults.
+
+    Only the chosen loss's options stay (prefixed, e.g. graloss_c).
+    """
+    recipe = recipe_for(options["dataset"], raw.image_size, raw.channels)
+    name = options["loss"] or (base or {}).get("loss") or "graloss"
+    own = {f"{name}_{k}": v for k, v in loss_options(name).items()}
+    foreign = {f"{n}_{k}" for n in LOSSES for k in loss_options(n)} - set(own)
+    kept = {k: v for k, v in options.items() if k not in foreign}
+    cfg = resolve(kept, dict(own, **recipe), base)
+    cfg.update(loss=name, out=str(options["out"] or default_out(options["dataset"])),
+               image_size=raw.image_size, channels=raw.channels, num_classes=len(raw.class_names))
+    cfg.update({k: list(recipe[k]) if isinstance(recipe[k], tuple) else recipe[k] for k in ("crop", "mean", "std")})
+    cfg["decode_size"] = round(raw.image_size * RESIZE_MARGIN) if cfg["crop"] == "resize" else raw.image_size
+    bad = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("epochs", "batch_size", "dump_batch_size")
+           if cfg[k] < 1] + [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("lr", "warmup_epochs") if cfg[k] < 0]
+    if bad:
+        raise GlagError(f"{', '.join(bad)}: must be positive (epochs and batch sizes >= 1, lr >= 0)")
+    return cfg
+
+
+def build_model(cfg: dict, ctx, fresh: bool, log) -> Classifier:
+    """Classifier initialised from `seed` (and --pretrained on a fresh run), channels_last on the device."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["seed"])
+        backbone = build_backbone(cfg["backbone"], cfg["channels"], cfg["image_size"])
+        model = Classifier(backbone, cfg["num_classes"])
+    if fresh and cfg["pretrained"]:
+        try:
+            missing, unexpected = load_pretrained(model.backbone, cfg["pretrained"])
+        except GlagError:
+            raise
+        except Exception as e:  # torch.load on a junk file raises almost anything (KeyError, ...)
+            raise GlagError(f"--pretrained {cfg['pretrained']}: not a loadable state dict "
+                            f"({type(e).__name__}); pass a file saved with torch.save") from None
+        log(f"--pretrained {cfg['pretrained']}: {len(missing)} missing keys {missing[:3]}, "
+            f"{len(unexpected)} unexpected {unexpected[:3]}")
+    return model.to(ctx.device, memory_format=torch.channels_last)
+
+
+def make_loss(cfg: dict, train_counts, device):
+    try:
+        return build_loss(cfg["loss"], train_counts, cfg).to(device)
+    except ValueError as e:
+        raise GlagError(f"--loss {cfg['loss']}: {e}") from None
+
+
+def load_images(data, cfg: dict, ctx) -> dict:
+    """Images per split; file-based splits decoded into memory while they fit in --preload-mb."""
+    budget, splits = cfg["preload_mb"], {}
+    for name in ("train", "val", "test"):
+        images = Images(getattr(data, name), data.channels, cfg["decode_size"], cfg["workers"])
+        if images.files is not None:
+            started = time.time()
+            tick = (lambda d, n: echo_progress(d, n, started, f"decode {name}")) if ctx.main else None
+            if images.preload(budget, progress=tick):
+                budget -= images.images.numel() / 2 ** 20
+        splits[name] = images
+    train = splits["train"]
+    if ctx.cuda and train.images is not None and train.images.numel() <= GPU_RESIDENT_MB * 2 ** 20:
+        train.to(ctx.device)
+    return splits
+
+
+def run_extract(options: dict, log=click.echo):
+    """Train (or resume) stage one and write the bank; returns its path, or None if stopped early."""
+    ctx, threads = init_context(options["device"], options["amp"]), torch.get_num_threads()
+    # Denormal floats (|x| < 1e-38) make CPU convolutions several times slower (measured 3x for a
+    # ResNet-32 forward); flushing them to zero changes no result that matters.
+    torch.set_flush_denormal(True)
+    try:
+        return _run(options, ctx, log if ctx.main else (lambda *a, **k: None))
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the caller's settings as they were
+        torch.set_flush_denormal(False)
+        close_context(ctx)
+
+
+def _run(options: dict, ctx, log):
+    out = Path(options["out"] or default_out(options["dataset"]))
+    ckpt = checkpoint_path(out)
+    state = load_checkpoint(ckpt) if ckpt.is_file() and (options["resume"] or options["dump_only"]) else None
+    if options["dump_only"] and state is None:
+        raise GlagError(f"--dump-only: no checkpoint at {ckpt}; train first (run without --dump-only)")
+    base = state["config"] if options["dump_only"] else None
+    raw = read_dataset(options, base)
+    cfg = resolve_config(options, raw, base=base)
+    data = make_long_tail(raw, cfg["profile"], cfg["im"], cfg["val_per_class"], seed=cfg["data_seed"])
+    cfg["dataset_meta"] = data.meta
+    cfg["amp"] = "bf16" if ctx.bf16 else "fp32"   # the resolved choice, for the record
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    if state is not None:
+        check_compatible(ckpt, state["config"], cfg)
+    model = build_model(cfg, ctx, fresh=state is None, log=log)
+    loss = make_loss(cfg, data.train_counts, ctx.device)
+    splits = load_images(data, cfg, ctx)
+    if options["dump_only"]:
+        if restore(state, model=model) < cfg["epochs"]:
+            raise GlagError(f"--dump-only: {ckpt} holds {state['epoch']}/{cfg['epochs']} epochs; "
+                            "rerun without --dump-only to finish training")
+    else:
+        trainer = Trainer(model, loss, splits["train"], cfg, ctx, cfg["image_size"])
+        start = restore(state, model=model, optimizer=trainer.optimizer, scheduler=trainer.scheduler) \
+            if state is not None else 0
+        todo = f"epochs {start}..{cfg['epochs'] - 1}" if start < cfg["epochs"] else f"{ckpt} is finished, dumping"
+        log(f"stage one: {data.name} ({len(data.train)} train images, {data.num_classes} classes), "
+            f"{cfg['backbone']}, {cfg['loss']}, {todo} on {ctx.device}"
+            f"{f' x{ctx.world}' if ctx.world > 1 else ''}", err=True)
+        if not trainer.fit(start, ckpt, options.get("stop_after_epochs")):
+            log(f"stopped after epoch {cfg['stop_after_epochs'] - 1}; {ckpt} holds it, rerun to resume", err=True)
+            return None
+    dump_bank(model, data, splits, cfg, ctx, out, log=log)
+    log(f"bank written: {out}", err=True)
+    return out
