@@ -77,13 +77,7 @@ def build_model(cfg: dict, ctx, fresh: bool, log) -> Classifier:
         backbone = build_backbone(cfg["backbone"], cfg["channels"], cfg["image_size"])
         model = Classifier(backbone, cfg["num_classes"])
     if fresh and cfg["pretrained"]:
-        try:
-            missing, unexpected = load_pretrained(model.backbone, cfg["pretrained"])
-        except GlagError:
-            raise
-        except Exception as e:  # torch.load on a junk file raises almost anything (KeyError, ...)
-            raise GlagError(f"--pretrained {cfg['pretrained']}: not a loadable state dict "
-                            f"({type(e).__name__}); pass a file saved with torch.save") from None
+        missing, unexpected = load_pretrained(model.backbone, cfg["pretrained"])
         log(f"--pretrained {cfg['pretrained']}: {len(missing)} missing keys {missing[:3]}, "
             f"{len(unexpected)} unexpected {unexpected[:3]}")
     return model.to(ctx.device, memory_format=torch.channels_last)
