@@ -15,9 +15,11 @@ Layout:
            code_version, feature_space, tukey_lambda, beta_init, gamma, gamma_mode, k,
            seed, dtype, epochs, complete
     tail_classes (T,) i64
-    supports/source (S,) i64 train row of each tail sample; supports/classes (S, K) i64;
-    supports/weights (S, K) f32 (Eq. 10, unnormalised)
-    rows/a (R, D), rows/d (R, D) in `dtype`; rows/label (R,) i64; rows/source (R,) i64
+    supports/source (S,) i64 train row of each tail sample; supports/classes (S, K) i64
+    (-1 pads a tail class with fewer than K larger classes); supports/weights (S, K) f32
+    (Eq. 10, unnormalised; 0 for padding)
+    rows/a (R, D), rows/d (R, D) in `dtype`; rows/label (R,) i64; rows/source (R,) i64: the
+    bank train row the sample was drawn around, -1 for rows from a class's own distribution
     epoch_offsets (E + 1,) i64: rows of epoch e are [offsets[e], offsets[e+1])
 """
 import json
@@ -45,9 +47,12 @@ class StoreWriter:
 
     with StoreWriter(path, bank=bank, feature_dim=D, dtype="float32", meta={...}, config=cfg) as w:
         w.set_supports(tail_classes, source, classes, weights)
-        for e in range(E): w.add_epoch(a, d, label, source)
+        for e in range(E):
+            w.add_rows(a, d, label, source)   # any number of times
+            w.end_epoch()
     `meta` holds the attrs that describe the generation (feature_space, tukey_lambda,
-    beta_init, gamma, gamma_mode, k, seed).
+    beta_init, gamma, gamma_mode, k, seed; generate adds tail_rule, balance_head,
+    max_rows_per_class, rows_per_epoch).
     """
 
     def __init__(self, path, *, bank, feature_dim, dtype, meta: dict, config: dict):

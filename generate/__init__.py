@@ -1,0 +1,1 @@
+"""The Adaptive Feature Generator (paper §4.2): moments, supports, calibrated sampling, the synthetic store."""

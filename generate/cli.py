@@ -1,0 +1,88 @@
+"""glag-generate: synthetic tail features for a feature bank (the Adaptive Feature Generator)."""
+import time
+from pathlib import Path
+
+import click
+
+from data.bank import Bank
+from data.cliutil import echo_progress, friendly_errors, resolve_bank
+from data.mixing import GAMMA_MODES
+from data.store import DTYPES
+from generate.afg import AdaptiveFeatureGenerator
+from generate.tail import TAIL_RULES
+from generate.writer import announce, check_disk, default_out, is_current, planned_bytes, write_latest, write_store
+
+
+@click.command()
+@click.option("--bank", type=click.Path(dir_okay=False), default=None, show_default=True,
+              help="Feature bank; default: runs/<dataset>/bank.h5 (see --dataset).")
+@click.option("--dataset", envvar="DATASET", default=None, show_default=True,
+              help="Find the bank as runs/<dataset>/bank.h5 (env DATASET).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, show_default=True,
+              help="Store path; default: <bank folder>/synthetic/<hash of the settings>.h5.")
+@click.option("--beta-init", default=0.6, show_default=True, help="Initial confidence beta in [0, 1] (Eq. 8-9).")
+@click.option("--k", default=3, show_default=True, help="Support classes per tail sample (Eq. 7).")
+@click.option("--gamma", default=0.0, show_default=True, help="Dispersion gamma (Eq. 9), applied by stage two.")
+@click.option("--gamma-mode", type=click.Choice(GAMMA_MODES), default="isotropic", show_default=True,
+              help="gamma * I, or gamma added to every covariance entry (free-lunch code).")
+@click.option("--tukey", default=0.5, show_default=True, help="Tukey ladder-of-powers lambda; 1 = none.")
+@click.option("--epochs", default=40, show_default=True, help="Generation epochs: fresh blocks of rows.")
+@click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="max-count", show_default=True,
+              help="Rule that picks the tail classes.")
+@click.option("--tail-max-count", default=100, show_default=True, help="max-count rule: tail if N_k <= this.")
+@click.option("--tail-fraction", default=0.5, show_default=True,
+              help="fraction rule: this fraction of the classes, the smallest.")
+@click.option("--max-rows-per-class", default=0, show_default=True,
+              help="Cap on rows per class per epoch (0 = the full gap N_max - N_k).")
+@click.option("--balance-head/--no-balance-head", default=True, show_default=True,
+              help="Non-tail classes also get their gap, drawn from their own distribution.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:n].")
+@click.option("--jobs", default=0, show_default=True,
+              help="Worker threads for per-class and per-batch work (0 = cores, at most 8; -1 = all cores).")
+@click.option("--batch-rows", default=0, show_default=True, help="Rows per sampling batch (0 = about 64 MB of buffers each).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and store size, write nothing.")
+@click.option("--force", is_flag=True, help="Regenerate even if an identical store exists.")
+@friendly_errors
+def main(**cfg):
+    """Write synthetic features (the a / b - a halves of Eq. 8-9) for a feature bank."""
+    dry_run, force = cfg.pop("dry_run"), cfg.pop("force")
+    cfg["bank"] = str(resolve_bank(cfg["bank"], cfg["dataset"]))
+    with Bank(cfg["bank"]) as bank:
+        run(bank, cfg, dry_run=dry_run, force=force)
+
+
+def run(bank, cfg: dict, dry_run=False, force=False):
+    """Plan, check the disk, fit, write the store and the latest.json pointer."""
+    afg = AdaptiveFeatureGenerator(cfg)
+    tail, need = afg.plan(bank.train_counts)
+    out = Path(cfg["out"]) if cfg["out"] else default_out(bank, cfg)
+    cfg["out"] = str(out)
+    rows, size = planned_bytes(need, tail, bank.train_counts, cfg, bank.feature_dim)
+    announce(out, rows, size, need, tail)
+    if dry_run:
+        return out
+    if not force and is_current(out, bank, cfg):
+        click.echo(f"up to date: {out} (same bank and settings; --force to redraw)", err=True)
+        write_latest(out, bank)
+        click.echo(out)
+        return out
+    check_disk(out, size)
+    afg.fit(bank, progress=_throttled(bank.rows("train"), "moments"), log=lambda m: click.echo(m, err=True))
+    click.echo("fit: " + ", ".join(f"{k} {v:.1f}s" for k, v in afg.fit_seconds.items()), err=True)
+    write_store(afg, bank, out, cfg)
+    write_latest(out, bank)
+    click.echo(out)
+    return out
+
+
+def _throttled(total: int, what: str):
+    """A progress callback that prints at most every 2 s (and at the end)."""
+    started, last = time.time(), [0.0]
+
+    def tick(done: int):
+        if time.time() - last[0] > 2 or done == total:
+            echo_progress(done, total, started, what)
+            last[0] = time.time()
+    return tick

@@ -1,0 +1,135 @@
+"""Class moments (paper Eq. 5-6) streamed from a feature bank.
+
+One pass over the bank's train split, chunk by chunk: every chunk is checked
+(finite; non-negative when the Tukey power is fractional), transformed
+(Tukey's ladder of powers, `data.tukey`) and copied into per-class row
+buffers; the bank is never loaded whole. After the pass, each class's mean is
+summed in float64 and its rows are centred on it (classes in parallel). The covariance of Eq. 6 is never formed: it is
+`Xc_k^T Xc_k / (N_k - 1)` and `generate.sampler` samples it through a thin
+factor of the centred rows.
+
+A class with one sample has a mean and a centred row of zeros: its own
+covariance is zero (Eq. 6 is undefined there) and no code divides by N_k - 1.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data.errors import GlagError
+from data.tukey import tukey_transform
+from generate.parallel import ordered_map, parallel_classes
+
+
+@dataclass
+class ClassMoments:
+    """Per-class statistics in the Tukey-transformed space.
+
+    Attributes:
+        counts: (C,) int64, N_k.
+        means: (C, D) float64 tensor, mu_k (Eq. 5).
+        centred: list of C float32 tensors (N_k, D): x_hat - mu_k, rows of class k in bank order;
+            None once a class's rows are no longer needed (see `sampler.build_factors`).
+        index: list of C int64 arrays (N_k,): the bank train row of each centred row.
+        lam: the Tukey lambda the rows were transformed with.
+    """
+    counts: np.ndarray
+    means: torch.Tensor
+    centred: list
+    index: list
+    lam: float
+
+    @property
+    def feature_dim(self) -> int:
+        return self.means.shape[1]
+
+    def covariance(self, k: int) -> torch.Tensor:
+        """Sigma_k (D, D) float64, explicitly (Eq. 6); for tests and small D only."""
+        xc = self.centred[k].double()
+        return xc.T @ xc / max(len(xc) - 1, 1)                                    # Eq. (6)
+
+
+def check_features(x: np.ndarray, lam: float, where: str):
+    """Refuse rows the transform cannot take; `where` names the file for the message."""
+    if not np.isfinite(x).all():
+        raise GlagError(f"{where}: NaN or Inf in the train features; the bank is unusable, "
+                        "rebuild it with `make features` (the backbone diverged)")
+    fractional = lam != 1 and (lam == 0 or lam != int(lam))
+    if fractional and (x < 0).any():
+        raise GlagError(f"{where}: negative features (min {x.min():.3g}) cannot take Tukey lambda {lam}; "
+                        "use --tukey 1 (no transform) or a bank of post-ReLU features")
+
+
+def _prepare(item, lam: float, where: str, C: int):
+    """One chunk checked, transformed and grouped by class (runs in a worker thread)."""
+    start, chunk = item
+    x, labels = np.asarray(chunk["features"], np.float32), np.asarray(chunk["labels"], np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= C):
+        raise GlagError(f"{where}: train label {int(labels.max())} outside 0..{C - 1}; the bank is damaged")
+    check_features(x, lam, where)
+    x = np.ascontiguousarray(tukey_transform(x, lam), dtype=np.float32)
+    order = np.argsort(labels, kind="stable")
+    lab = labels[order]
+    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]) if len(lab) else np.zeros(0, np.int64)
+    return x[order], order + start, lab[starts].tolist(), starts.tolist(), np.r_[starts[1:], len(lab)].tolist()
+
+
+def _place(buffers, index, fill, prepared):
+    """Copy one prepared chunk's rows into the per-class buffers."""
+    x, rows, classes, starts, ends = prepared                       # x, rows: grouped by class
+    for k, s, e in zip(classes, starts, ends):
+        f = fill[k]
+        if f + (e - s) > len(index[k]):
+            raise GlagError(f"class {k} has more train rows than classes/train_counts says ({len(index[k])}); "
+                            "the bank is inconsistent, rebuild it")
+        buffers[k][f:f + e - s] = x[s:e]
+        index[k][f:f + e - s] = rows[s:e]
+        fill[k] = f + e - s
+
+
+def class_moments(chunks, counts, lam: float = 0.5, where: str = "bank", n_jobs: int = 1,
+                  progress=None) -> ClassMoments:
+    """Stream train rows once; return means (Eq. 5) and centred rows (for Eq. 6).
+
+    Args:
+        chunks: iterable of (start, {"features": (n, D) float32, "labels": (n,) int64}),
+            as `Bank.iter_chunks("train")` yields.
+        counts: (C,) train count per class (the bank's classes/train_counts).
+        lam: Tukey lambda; 1 = no transform.
+        where: file name for error messages.
+        n_jobs: worker threads for checking/transforming chunks and for the per-class centring.
+        progress: optional callable(rows_done) called after each chunk.
+    Returns:
+        ClassMoments with rows in the transformed space.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    C = len(counts)
+    buffers, index, fill = None, [np.zeros(n, np.int64) for n in counts], np.zeros(C, np.int64)
+    for prepared in ordered_map(lambda item: _prepare(item, lam, where, C), chunks, n_jobs):
+        if buffers is None:
+            buffers = [np.empty((int(n), prepared[0].shape[1]), dtype=np.float32) for n in counts]
+        _place(buffers, index, fill, prepared)
+        if progress is not None:
+            progress(int(fill.sum()))
+    if buffers is None or fill.sum() == 0:
+        raise GlagError(f"{where}: the train split is empty; rebuild the bank")
+    if (fill != counts).any():
+        k = int(np.flatnonzero(fill != counts)[0])
+        raise GlagError(f"{where}: class {k} has {fill[k]} train rows but classes/train_counts says {counts[k]}; "
+                        "the bank is inconsistent, rebuild it")
+    buffers = [torch.from_numpy(b) for b in buffers]
+    means = torch.zeros((C, buffers[0].shape[1]), dtype=torch.float64)
+
+    def centre(k):
+        if counts[k]:
+            means[k] = buffers[k].sum(0, dtype=torch.float64) / counts[k]                # Eq. (5), float64 sums
+            buffers[k] -= means[k].float()                                            # x_hat - mu_k, Eq. (6)
+
+    parallel_classes(centre, range(C), n_jobs)
+    return ClassMoments(counts=counts, means=means, centred=buffers, index=index, lam=lam)
+
+
+def scale_for(n: int) -> float:
+    """1 / sqrt(N_k - 1), with N_k = 1 (no covariance: the centred row is zero) mapped to 1."""
+    return 1.0 / math.sqrt(max(n - 1, 1))

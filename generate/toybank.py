@@ -1,0 +1,86 @@
+"""Random long-tailed feature banks for smoke tests and benchmarks (no real data needed).
+
+`ToyBank` stands in for `data.bank.Bank` as far as the generator reads it
+(train_counts, feature_dim, path, fingerprint, config, rows, iter_chunks):
+its rows are drawn chunk by chunk from a fixed seed, so any number of passes
+see the same bank and the full feature matrix is never held. `write_toy_bank`
+writes a real bank.h5 with BankWriter for end-to-end tests.
+
+Rows of class k: relu(mu_k + sigma_k * n), n ~ N(0, I), mu_k >= 1 and
+sigma_k small enough that the features stay non-negative (post-ReLU-like).
+"""
+import hashlib
+
+import numpy as np
+
+from data.bank import BankWriter
+from data.longtail import class_counts
+
+
+def exp_counts(num_classes: int, n_max: int, im: float) -> np.ndarray:
+    """The CIFAR-LT exponential profile: n_k = int(n_max * im ** (-k / (C - 1)))."""
+    return class_counts("exp", num_classes, n_max, im)
+
+
+class ToyBank:
+    """A bank-like source of random long-tailed train rows.
+
+    Args:
+        counts: (C,) train rows per class.
+        feature_dim: D.
+        seed: everything (means, spreads, row order, rows) follows from it.
+        chunk_rows: rows per chunk of iter_chunks.
+    """
+
+    def __init__(self, counts, feature_dim: int, seed: int = 0, chunk_rows: int = 4096):
+        self.train_counts = np.asarray(counts, np.int64)
+        self.num_classes, self.feature_dim, self.seed, self.chunk_rows = len(counts), int(feature_dim), seed, chunk_rows
+        rng = np.random.default_rng([seed, 0])
+        C, D = self.num_classes, self.feature_dim
+        self.mu = (1.0 + rng.gamma(2.0, 0.5, size=(C, D))).astype(np.float32)          # (C, D)
+        self.sigma = rng.uniform(0.05, 0.3, size=(C, 1)).astype(np.float32)              # (C, 1)
+        self.labels = rng.permutation(np.repeat(np.arange(C), self.train_counts))       # bank order
+        self.config = {"toy": True, "counts_sha": hashlib.sha256(self.train_counts.tobytes()).hexdigest()[:12],
+                       "feature_dim": D, "seed": seed}
+        self.fingerprint = hashlib.sha256(repr(sorted(self.config.items())).encode()).hexdigest()[:32]
+        self.path = f"toy-bank(C={C}, D={D}, seed={seed})"
+
+    def rows(self, split="train") -> int:
+        return len(self.labels)
+
+    def chunk(self, start: int, stop: int) -> dict:
+        """Rows [start, stop) of the train split: features (n, D) float32, labels (n,)."""
+        labels = self.labels[start:stop]
+        rng = np.random.default_rng([self.seed, 1, start])
+        noise = rng.standard_normal((len(labels), self.feature_dim), dtype=np.float32)
+        x = self.mu[labels] + self.sigma[labels] * noise
+        return {"features": np.maximum(x, 0, out=x), "labels": labels}
+
+    def iter_chunks(self, split="train", fields=("features", "labels"), chunk_rows=None):
+        step = chunk_rows or self.chunk_rows
+        for start in range(0, len(self.labels), step):
+            yield start, self.chunk(start, start + step)
+
+    def load(self, split="train", fields=("features", "labels")) -> dict:
+        """The whole split, the same rows iter_chunks yields (its chunk size fixes the draws)."""
+        parts = [c for _, c in self.iter_chunks()]
+        return {f: np.concatenate([p[f] for p in parts]) for f in ("features", "labels")}
+
+
+def write_toy_bank(path, counts, feature_dim: int, seed: int = 0, test_per_class: int = 5):
+    """A complete bank.h5 (train rows from ToyBank, a small balanced test split, a zero head)."""
+    toy = ToyBank(counts, feature_dim, seed)
+    C, D = toy.num_classes, toy.feature_dim
+    rng = np.random.default_rng([seed, 2])
+    with BankWriter(path, dataset="toy", backbone="none", loss="none", class_names=[f"c{k}" for k in range(C)],
+                    train_counts=toy.train_counts, feature_dim=D, config=dict(toy.config)) as w:
+        for start, chunk in toy.iter_chunks():
+            n = len(chunk["labels"])
+            w.add_rows("train", chunk["features"], chunk["labels"], rng.standard_normal((n, C)),
+                       start + np.arange(n))
+        test_labels = np.repeat(np.arange(C), test_per_class)
+        test = toy.mu[test_labels] + toy.sigma[test_labels] * rng.standard_normal((len(test_labels), D))
+        w.add_rows("test", np.maximum(test, 0), test_labels, rng.standard_normal((len(test_labels), C)),
+                   np.arange(len(test_labels)))
+        w.set_head(np.zeros((C, D)), np.zeros(C))
+    return path

@@ -1,0 +1,104 @@
+"""Write the synthetic store (format: data/store.py, docs/afg.md) and find where it goes.
+
+The store's size is known from the train counts alone (gap rule x epochs x
+2 D x dtype), so it is announced, and checked against the free disk space,
+before any heavy work starts. The store appears only when complete
+(StoreWriter writes to a temp file and renames it).
+"""
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from data.atomic import atomic_file, free_bytes
+from data.cliutil import echo_progress
+from data.errors import GlagError
+from data.provenance import config_json, now
+from data.store import DTYPES, Store, StoreWriter, store_bytes
+
+SYNTHETIC_DIR = "synthetic"
+LATEST = "latest.json"
+DISK_MARGIN = 64 * 2 ** 20     # keep this much free beyond the store itself
+NOT_RESULTS = ("out", "jobs", "device", "dataset")   # options that do not change the rows
+
+
+def result_config(cfg: dict) -> str:
+    """The settings that determine the store's rows, as canonical JSON."""
+    return config_json({k: v for k, v in cfg.items() if k not in NOT_RESULTS})
+
+
+def default_out(bank, cfg: dict) -> Path:
+    """<bank folder>/synthetic/<hash of the settings and the bank>.h5: settings never clash."""
+    key = result_config(cfg) + bank.fingerprint
+    return Path(bank.path).parent / SYNTHETIC_DIR / (hashlib.sha256(key.encode()).hexdigest()[:12] + ".h5")
+
+
+def planned_bytes(need, tail, counts, cfg: dict, feature_dim: int) -> tuple:
+    """(rows in the store, bytes on disk) for the gap-rule plan."""
+    if cfg["dtype"] not in DTYPES:
+        raise GlagError(f"--dtype {cfg['dtype']!r}: choose from {sorted(DTYPES)}")
+    rows = int(need.sum()) * cfg["epochs"]
+    tail_samples = int(np.asarray(counts)[tail].sum())
+    return rows, store_bytes(rows, feature_dim, cfg["dtype"]) + tail_samples * (12 * cfg["k"] + 8)
+
+
+def check_disk(out: Path, size: int):
+    free = free_bytes(out.parent)
+    if free < size + DISK_MARGIN:
+        raise GlagError(f"--out {out}: the store needs {size / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB "
+                        "are free there; free space, use --max-rows-per-class, fewer --epochs or --dtype float16")
+
+
+def is_current(out: Path, bank, cfg: dict) -> bool:
+    """A complete store for this bank with the same settings is already at `out`."""
+    if not out.is_file():
+        return False
+    try:
+        with Store(out, bank) as s:
+            return result_config(s.config) == result_config(cfg)
+    except GlagError:
+        return False
+
+
+def store_meta(cfg: dict, need) -> dict:
+    """The store attrs that describe the generation (data/store.py)."""
+    return dict(feature_space="tukey", tukey_lambda=float(cfg["tukey"]), beta_init=float(cfg["beta_init"]),
+                gamma=float(cfg["gamma"]), gamma_mode=cfg["gamma_mode"], k=int(cfg["k"]), seed=int(cfg["seed"]),
+                tail_rule=cfg["tail"], balance_head=bool(cfg["balance_head"]),
+                max_rows_per_class=int(cfg["max_rows_per_class"]), rows_per_epoch=int(need.sum()))
+
+
+def write_store(afg, bank, out: Path, cfg: dict, quiet: bool = False):
+    """Draw every generation epoch and write it as one block of the store."""
+    sup, epochs = afg.supports, cfg["epochs"]
+    total, done, started, last = int(afg.need.sum()) * epochs, 0, time.time(), 0.0
+    with StoreWriter(out, bank=bank, feature_dim=afg.moments.feature_dim, dtype=cfg["dtype"],
+                     meta=store_meta(cfg, afg.need), config=cfg) as w:
+        w.set_supports(sup.tail_classes, sup.source, sup.classes, sup.weights)
+        for epoch in range(epochs):
+            for rows in afg.batches(epoch):
+                w.add_rows(rows["a"], rows["d"], rows["label"], rows["source"])
+                done += len(rows["label"])
+                if not quiet and (time.time() - last > 2 or done == total):
+                    echo_progress(done, total, started, "rows", f"epoch {epoch}/{epochs}")
+                    last = time.time()
+            w.end_epoch()
+
+
+def write_latest(out: Path, bank):
+    """<bank folder>/synthetic/latest.json names the newest store (for `make classify`)."""
+    folder = Path(bank.path).parent / SYNTHETIC_DIR
+    path = os.path.relpath(Path(out).resolve(), folder.resolve())
+    with atomic_file(folder / LATEST) as tmp:
+        tmp.write_text(json.dumps({"store": path, "bank_fingerprint": bank.fingerprint, "written": now()},
+                                  sort_keys=True, indent=1) + "\n")
+
+
+def announce(out: Path, rows: int, size: int, need, tail, quiet=False):
+    if not quiet:
+        click.echo(f"store {out}: {rows:,} rows ({int(need.sum()):,} per epoch, {int(tail.sum())} tail classes), "
+                   f"{size / 2**30:.2f} GiB", err=True)
