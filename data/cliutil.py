@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from data.bank import find_banks
+from data.datasets import canonical_name
 from data.errors import GlagError
 
 RUNS_ROOT = "runs"
@@ -32,6 +33,7 @@ def resolve_bank(bank, dataset=None, runs_root=RUNS_ROOT) -> Path:
         return Path(bank)
     dataset = dataset or os.environ.get("DATASET")
     if dataset:
+        dataset = canonical_name(dataset)
         path = Path(runs_root) / dataset / "bank.h5"
         if path.is_file():
             return path

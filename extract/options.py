@@ -6,7 +6,7 @@ from its signature (extract.losses.loss_options) and carry its name as prefix.
 """
 import click
 
-from data.datasets import DATASETS
+from data.datasets import ALIASES, DATASETS, canonical_name
 from data.longtail import PROFILES
 from data.splits import RULES
 from extract.backbones import BACKBONES
@@ -36,7 +36,9 @@ def loss_option_list() -> list:
 
 
 OPTIONS = [
-    _opt("--dataset", type=click.Choice(sorted(DATASETS)), default="digits", help="Dataset to train on."),
+    _opt("--dataset", type=click.Choice(sorted(DATASETS) + sorted(ALIASES)), default="digits",
+         callback=lambda ctx, param, value: canonical_name(value),
+         help="Dataset to train on (short names: " + ", ".join(f"{k}={v}" for k, v in sorted(ALIASES.items())) + ")."),
     _opt("--data-root", type=click.Path(file_okay=False), default=None, show_default="$GLAG_DATA or ./datasets",
          help="Folder that holds the raw datasets."),
     _opt("--image-size", type=int, default=None, show_default="the reader's",
