@@ -4,6 +4,7 @@
 #   make features DATASET=cifar10-jpeg IM=100 LOSS=graloss   stage one -> runs/<dataset>/bank.h5
 #   make generate DATASET=...        AFG -> runs/<dataset>/synthetic/<hash>.h5
 #   make classify DATASET=...        stage two (GLAG default) -> runs/<dataset>/stage2/<run>/
+#   make reproduce DATASET=fashion-mnist IM=100   every loss x method x seed, one mean ± std table
 # Extra options for any tool go in ARGS="--epochs 10 ...".
 
 PYTHON ?= python3
@@ -13,6 +14,8 @@ DATASET ?= digits
 IM     ?=
 LOSS   ?=
 ARGS   ?=
+RECIPE ?=
+SEEDS  ?=
 SHARED ?= ../shared
 DATA   ?= datasets
 DEMO   := runs/demo
@@ -20,7 +23,7 @@ DEMO   := runs/demo
 export GLAG_DATA ?= $(DATA)
 export DATASET
 
-.PHONY: install demo test features generate classify bench bench-extract bench-generate bench-classify \
+.PHONY: install demo test features generate classify reproduce bench bench-extract bench-generate bench-classify bench-crt-peer \
         data-cifar10 data-tiny-imagenet clean-runs
 
 install: $(VENV)/.installed
@@ -44,6 +47,12 @@ generate: install
 classify: install
 	$(BIN)/glag-classify run --dataset $(DATASET) $(ARGS)
 
+# The whole comparison on one dataset (docs/reproduce.md): stage one per loss and seed, every stage-two
+# method from each bank, one mean ± std table in runs/<dataset>-im<IM>/results/. Reruns skip what is done.
+reproduce: install
+	$(BIN)/glag-classify reproduce $(if $(RECIPE),--recipe $(RECIPE),--dataset $(DATASET)) \
+	    $(if $(IM),--im $(IM)) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
+
 # The embedded default: scikit-learn's digits made long-tailed (IM 10). Stage one twice (CE and GraLoss),
 # then from the banks: plain CE (stage one end to end), cRT on the CE bank, cRT on the GraLoss bank, GLAG.
 demo: install
@@ -56,9 +65,9 @@ demo: install
 	$(BIN)/glag-classify table --stage-one $(DEMO)/ce/bank.h5 $(DEMO)/ce/stage2/crt \
 	    $(DEMO)/graloss/stage2/crt $(DEMO)/graloss/stage2/glag | tee $(DEMO)/results.md
 
-bench: bench-extract bench-generate bench-classify
+bench: bench-extract bench-generate bench-classify bench-crt-peer
 
-bench-extract: install
+bench-extract: install data-cifar10
 	$(BIN)/python bench/bench_extract.py --data-root $(GLAG_DATA) $(ARGS)
 
 bench-generate: install
@@ -66,6 +75,10 @@ bench-generate: install
 
 bench-classify: install
 	$(BIN)/python bench/bench_classify.py $(ARGS)
+
+# cRT the peer way (frozen backbone over the images every epoch) vs from the bank, CIFAR-10-LT JPEG.
+bench-crt-peer: install data-cifar10
+	$(BIN)/python bench/bench_crt_peer.py --data-root $(GLAG_DATA) $(ARGS)
 
 # Unpack the offline archives of ../shared/data into the data root (never into git).
 data-cifar10: $(GLAG_DATA)/cifar10-jpeg

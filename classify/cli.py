@@ -6,7 +6,8 @@ from data.cliutil import RUNS_ROOT, friendly_errors
 from data.errors import GlagError
 
 from .options import run_options
-from .table import markdown
+from .reproduce import reproduce_options
+from .table import bank_of, markdown
 
 
 @click.group()
@@ -26,7 +27,7 @@ def run(**options):
     path = run_stage2(options, explicit)
     for split in ("val", "test"):
         try:
-            click.echo(markdown([path], split))
+            click.echo(markdown([path], split, [bank_of(path)]))
         except GlagError:  # a bank without a val split
             pass
 
@@ -58,6 +59,18 @@ def sweep(grid, bank, dataset, runs_root, jobs, out):
 def table(runs, split, banks):
     """Print the markdown accuracy table of finished run folders."""
     click.echo(markdown(runs, split, banks))
+
+
+@main.command()
+@reproduce_options
+@friendly_errors
+def reproduce(**options):
+    """The whole comparison on one dataset: stage one per loss and seed, then every stage-two method
+    from each bank, one mean ± std table (runs/<dataset>-im<IM>/results/). Reruns skip finished steps."""
+    from .reproduce import run_reproduce
+    for folder in run_reproduce(options):
+        click.echo((folder / "table.md").read_text())
+        click.echo(f"results in {folder}", err=True)
 
 
 if __name__ == "__main__":

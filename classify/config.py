@@ -58,14 +58,13 @@ OPTIONS = {
     "tau_norm_bias": (False, "tau-norm: keep the stage-one bias (Kang et al. drop it)."),
     "ncm_metric": ("cosine", "NCM: cosine or euclidean."),
     "posthoc_la_taus": ("1.0", "Post-hoc logit adjustment: one tau, or START:STOP:STEP swept on val."),
-    "deploy": (True, "Write model.pt: the stage-one checkpoint with this head as its classifier (needs a head "
-                     "with a linear equivalent and --space raw)."),
+    "deploy": (True, "Write model.pt: stage one's backbone (from its checkpoint beside the bank) with this head, "
+                     "loadable with extract.backbones.load_deployed."),
     "plots": (True, "Write PNG plots (matplotlib) and the t-SNE of a few classes."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }
 CHOICES = {"space": ("raw", "tukey"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
-           "tau_norm_bias": (False, "tau-norm: keep the stage-one bias (Kang et al. drop it)."),
-    "ncm_metric": ("cosine", "euclidean"), "kd_form": (AUTO, "convex", "linear", "concave")}
+           "ncm_metric": ("cosine", "euclidean"), "kd_form": (AUTO, "convex", "linear", "concave")}
 AUTO_FLOATS = ("tukey_lambda", "beta_init", "gamma", "kd_c", "kd_s")
 
 # What each --method fills in for the options the user did not give.

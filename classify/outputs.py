@@ -3,10 +3,13 @@ the deployable checkpoint, the t-SNE sample. report.py and plots.py read these f
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 
 from data.provenance import code_version, now
+
+from .deploy import build_deployed
 
 
 def _dump(path: Path, obj) -> None:
@@ -26,58 +29,38 @@ def upstream(bank, store) -> dict:
 def write_run(folder: Path, name: str, cfg: dict, bank, store, fit) -> None:
     """Everything but the report and plots, into `folder` (a temp folder that becomes run `name`)."""
     stamp = {"code_version": code_version(), "created": now()}
-    _dump(folder / "config.json", dict(stamp, cfg=cfg, upstream=upstream(bank, store)))
+    config = dict(stamp, cfg=cfg, upstream=upstream(bank, store))
+    _dump(folder / "config.json", config)
+    head = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
+    torch.save(head, folder / "head.pt")
+    linear = fit.head.linear_equivalent()
+    if linear is not None:
+        linear = tuple(t.detach().cpu().float().contiguous() for t in linear)
+        if cfg["space"] == "raw":
+            torch.save(dict(zip(("weight", "bias"), linear)), folder / "linear.pt")
+    deploy = _deploy(folder, cfg, bank, linear, config)
     summary = {k: cfg[k] for k in ("method", "head", "synthetic", "ad", "kd", "space", "loss", "sampler")}
     summary.update(bank_loss=bank.loss, run=name)
-    _dump(folder / "metrics.json", dict(fit.metrics, summary=summary, **stamp))
+    _dump(folder / "metrics.json", dict(fit.metrics, summary=summary, deploy=deploy, **stamp))
     _dump(folder / "history.json", fit.history)
     if fit.beta is not None:
         _dump(folder / "beta.json", {"tail_classes": fit.beta.tail.tolist(), "adaptive": fit.beta.adaptive,
                                      "class_names": [bank.class_names[k] for k in fit.beta.tail],
                                      "trajectory": fit.beta.trajectory})
-    head = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
-    torch.save(head, folder / "head.pt")
     if fit.embed:
         np.savez(folder / "embed.npz", **fit.embed)
-    linear = fit.head.linear_equivalent() if cfg["space"] == "raw" else None
-    if linear is not None:
-        W, b = (t.detach().cpu().float().contiguous() for t in linear)
-        torch.save({"weight": W, "bias": b}, folder / "linear.pt")
-        model = deployable(bank, W, b) if cfg["deploy"] else None
+
+
+def _deploy(folder: Path, cfg: dict, bank, linear, config: dict) -> dict:
+    """Write model.pt when asked and possible; returns {"file", "checkpoint", "reason"} for metrics.json."""
+    if not cfg["deploy"]:
+        return {"file": None, "checkpoint": None, "reason": "--no-deploy"}
+    if linear is None:
+        status = {"checkpoint": None, "reason": f"head {cfg['head']!r} has no linear equivalent"}
+    else:
+        model, status = build_deployed(bank, *linear, cfg, config)
         if model is not None:
             torch.save(model, folder / "model.pt")
-
-
-def _checkpoint_path(bank):
-    """The stage-one checkpoint: the bank config's "checkpoint" (relative to cwd or the bank's folder),
-    else glag-extract's file beside the bank (runs/<dataset>/bank.h5 -> bank.ckpt.pt)."""
-    name = bank.config.get("checkpoint")
-    cands = [Path(name), bank.path.parent / name] if name else []
-    cands.append(bank.path.with_name(bank.path.stem + ".ckpt.pt"))
-    return next((c for c in cands if c.is_file()), None)
-
-
-def deployable(bank, W, b):
-    """Stage-one model state dict with its classifier replaced by the stage-two head, or None.
-
-    The classifier entries are found by value: the tensor equal to the bank's stage-one weight.
-    Loaded like the stage-one checkpoint: model.load_state_dict(torch.load(path, weights_only=True)).
-    """
-    path = _checkpoint_path(bank)
-    if path is None:
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    W1 = torch.from_numpy(bank.head[0])
-    keys = [k for k, v in state.items() if torch.is_tensor(v) and v.shape == W1.shape and torch.equal(v.float(), W1)]
-    if len(keys) != 1 or not keys[0].endswith("weight"):
-        return None
-    bias_key = keys[0][:-len("weight")] + "bias"
-    state = dict(state, **{keys[0]: W.to(state[keys[0]].dtype)})
-    if bias_key in state:
-        state[bias_key] = b.to(state[bias_key].dtype)
-    elif b.abs().max() > 0:
-        return None  # a bias-free stage-one classifier cannot hold the stage-two bias
-    return state
+            return dict(status, file="model.pt")
+    click.echo(f"no model.pt: {status['reason']}", err=True)
+    return dict(status, file=None)

@@ -77,21 +77,23 @@ def write_report(folder, plots: bool = True) -> Path:
         parts.append(f"Calibration: `{json.dumps(metrics['calibration'], sort_keys=True)[:400]}`\n")
     parts += [_beta(_read(folder, "beta.json")), _history(_read(folder, "history.json"))]
     parts += [f"![{name}]({name})\n" for name in images]
-    parts.append(_deploy(folder, cfg))
+    parts.append(_deploy(folder, cfg, metrics.get("deploy")))
     path = folder / "report.md"
     path.write_text("\n".join(p for p in parts if p))
     return path
 
 
-def _deploy(folder: Path, cfg: dict) -> str:
+def _deploy(folder: Path, cfg: dict, status: dict | None) -> str:
     import torch
     names = ", ".join(sorted(torch.load(folder / "head.pt", weights_only=True)))
     linear = ("- `linear.pt`: `{\"weight\": (C, D), \"bias\": (C,)}`, a linear layer with the same predictions on raw "
               "features: `nn.Linear(D, C).load_state_dict(torch.load(\"linear.pt\", weights_only=True))`.\n"
               if (folder / "linear.pt").is_file() else "")
-    model = ("- `model.pt`: the stage-one model with this head as its classifier; load it into the stage-one "
-             "architecture: `model.load_state_dict(torch.load(\"model.pt\", weights_only=True))`.\n"
-             if (folder / "model.pt").is_file() else
-             "- no `model.pt`: no stage-one checkpoint was found (bank config key `checkpoint`, or `bank.ckpt.pt` "
-             "beside the bank), --no-deploy, or the head has no linear equivalent in raw space.\n")
+    if (folder / "model.pt").is_file():
+        model = ("- `model.pt`: stage one's backbone with this head, self-describing (backbone, input size, "
+                 f"normalisation, head space `{cfg['space']}`): "
+                 "`from extract.backbones import load_deployed; model = load_deployed(\"model.pt\")`, "
+                 "then `model(images)` with images (B, Cin, H, W) in [0, 1].\n")
+    else:
+        model = f"- no `model.pt`: {(status or {}).get('reason') or 'not written'}.\n"
     return DEPLOY.format(names=names, head=cfg["head"], linear=linear, model=model)

@@ -18,15 +18,32 @@ def load_metrics(run: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def bank_of(run: Path) -> str:
+    """The bank a finished run was trained on (its config.json), for the stage-one row beside it."""
+    path = Path(run) / "config.json"
+    try:
+        return json.loads(path.read_text())["cfg"]["bank"]
+    except (OSError, ValueError, KeyError) as e:
+        raise GlagError(f"{path}: cannot read the run's bank ({type(e).__name__}); is {run} a finished run?") from None
+
+
+def _add(rows: dict, label: str, value, where: str) -> None:
+    """rows[label] = value; a label already taken (two banks of one loss, two runs of one name) gets
+    `where` appended, so no row silently replaces another."""
+    if label in rows:
+        label = f"{label[:-1]}, {where})"
+    rows[label] = value
+
+
 def stage_one_rows(banks, split: str) -> dict:
-    """{"stage one (<loss>)": accuracy dict} from each bank's stage1 metrics."""
+    """{"stage one (<loss> bank)": accuracy dict} from each bank's stage1 metrics, labelled like run rows."""
     from data.bank import Bank
     rows = {}
-    for path in banks:
+    for path in dict.fromkeys(str(b) for b in banks):  # a bank named twice is one row
         with Bank(path) as bank:
             acc = bank.metrics.get(split)
             if acc:
-                rows[f"stage one ({bank.loss}, {Path(path).parent.name})"] = acc
+                _add(rows, f"stage one ({bank.loss} bank)", acc, str(Path(path).parent))
     return rows
 
 
@@ -39,7 +56,7 @@ def run_rows(runs, split: str, labels=None) -> dict:
             raise GlagError(f"{run}: no {split!r} metrics (the bank had no {split} split); try --split test")
         summary = m.get("summary", {})
         name = labels[i] if labels else summary.get("run", Path(run).name)
-        rows[f"{name} ({summary.get('bank_loss', '?')} bank)"] = m[split]
+        _add(rows, f"{name} ({summary.get('bank_loss', '?')} bank)", m[split], str(run))
     return rows
 
 

@@ -25,13 +25,14 @@ def train_head(head, objective, real, synth, beta, val, cfg: dict, generator, pr
         generator: torch.Generator for the sampler.
         progress: print a progress line on stderr about every tenth epoch.
     Returns:
-        list of dicts, one per epoch: epoch, lr, alpha, loss, ce, kd, rows, val_overall.
+        list of dicts, one per epoch: epoch, lr, alpha, loss, ce, kd, rows, val_overall, seconds.
     """
     E, B, C = cfg["epochs"], cfg["batch_size"], objective.head_classes.numel()
     params = [p for p in head.parameters() if p.requires_grad]
     opt = SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     history, started, every = [], time.time(), max(1, E // 10)
     for epoch in range(E):
+        tick = time.perf_counter()
         objective.update(epoch)                                   # alpha(T) of Eq. 3 for this epoch
         opt.lr = cosine_lr(cfg["lr"], epoch, E)
         pool = concat([real, synth.rows(epoch, beta.values) if synth is not None else None])
@@ -52,6 +53,7 @@ def train_head(head, objective, real, synth, beta, val, cfg: dict, generator, pr
             record["val_overall"] = float(np.nanmean(acc))
         if beta is not None:
             beta.update(acc)
+        record["seconds"] = round(time.perf_counter() - tick, 4)  # wall time of the epoch, evaluation included
         history.append(record)
         if progress and ((epoch + 1) % every == 0 or epoch + 1 == E):
             echo_progress(epoch + 1, E, started, "stage-two epoch",

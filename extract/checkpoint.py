@@ -10,10 +10,11 @@ import pickle
 import torch
 
 from data.atomic import atomic_file
+from data.deployed import STAGE_ONE_FORMAT
 from data.errors import GlagError
 from data.provenance import code_version, config_json
 
-FORMAT = "glag-stage1-ckpt/1"
+FORMAT = STAGE_ONE_FORMAT
 # Options that do not change what is trained: a resume may differ in these.
 RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
                           "stop_after_epochs", "workers", "preload_mb", "dump_batch_size"})

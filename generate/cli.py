@@ -86,3 +86,7 @@ def _throttled(total: int, what: str):
             echo_progress(done, total, started, what)
             last[0] = time.time()
     return tick
+
+
+if __name__ == "__main__":
+    main()

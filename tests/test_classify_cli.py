@@ -111,8 +111,7 @@ def test_table_prints_runs_and_stage_one(tmp_path):
     res = invoke("table", tmp_path / "stage2" / "a", tmp_path / "stage2" / "b", "--stage-one", bank)
     assert res.exit_code == 0, res.output
     lines = [line for line in res.output.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0] for line in lines[1:]] == ["| stage one (ce, " + tmp_path.name + ")",
-                                                             "| a (ce bank)", "| b (ce bank)"]
+    assert [line.split(" | ")[0] for line in lines[1:]] == ["| stage one (ce bank)", "| a (ce bank)", "| b (ce bank)"]
 
 
 def test_sweep_runs_a_grid_and_resumes(tmp_path):
@@ -224,3 +223,42 @@ def test_shipped_grid_names_its_missing_banks(tmp_path):
     assert res.exit_code == 1 and "bank(s) not found" in res.output
     for loss in ("ce", "graloss", "logit_adjust"):
         assert f"{tmp_path}/cifar/{loss}/bank.h5" in res.output
+
+
+def test_run_without_bank_names_the_banks_there_are(tmp_path, monkeypatch):
+    monkeypatch.delenv("DATASET", raising=False)
+    banks = [write_tiny_bank(tmp_path / name / "bank.h5") for name in ("a", "b")]
+    res = invoke("run", "--runs-root", tmp_path, "--method", "crt", "--epochs", 1, "--no-plots")
+    assert res.exit_code == 1 and res.output.startswith("Error: --bank: several banks")
+    assert all(str(b) in res.output for b in banks) and "--dataset" in res.output
+    monkeypatch.setenv("DATASET", "c")  # `make classify` exports DATASET
+    res = invoke("run", "--runs-root", tmp_path, "--method", "crt", "--epochs", 1, "--no-plots")
+    assert res.exit_code == 1 and "no bank for dataset 'c'" in res.output and all(str(b) in res.output for b in banks)
+
+
+def test_run_on_the_datasets_bank_prints_the_group_table(tmp_path, monkeypatch):
+    """`make classify` = `glag-classify run --dataset $(DATASET)`: the dataset's bank among others."""
+    write_tiny_bank(tmp_path / "other" / "bank.h5", loss="graloss")
+    write_tiny_bank(tmp_path / "toy" / "bank.h5")
+    res = invoke("run", "--dataset", "toy", "--runs-root", tmp_path, "--method", "crt", "--epochs", 2,
+                 "--run", "r", "--no-plots")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "toy" / "stage2" / "r" / "metrics.json").is_file()
+    for split in ("val", "test"):
+        table = res.output.split(f"Top-1 accuracy (%) on {split}")[1].split("Top-1")[0]
+        lines = [line for line in table.splitlines() if line.startswith("| ")]
+        assert lines[0] == "| method | overall | many | medium | few |"
+        stage_one = ["| stage one (ce bank)"] if split == "test" else []  # the tiny bank has test metrics only
+        assert [line.split(" | ")[0] for line in lines[1:]] == stage_one + ["| r (ce bank)"]
+
+
+def test_table_keeps_rows_of_equal_labels_apart(tmp_path):
+    banks = [write_tiny_bank(tmp_path / name / "bank.h5", seed=i) for i, name in enumerate(("x", "y"))]
+    for bank in banks:
+        assert invoke("run", "--bank", bank, "--method", "crt", "--epochs", 1, "--run", "crt",
+                      "--no-plots").exit_code == 0
+    runs = [b.parent / "stage2" / "crt" for b in banks]
+    res = invoke("table", *runs, "--stage-one", banks[0], "--stage-one", banks[1], "--stage-one", banks[0])
+    labels = [line.split(" | ")[0] for line in res.output.splitlines() if line.startswith("| ")][1:]
+    assert labels == ["| stage one (ce bank)", f"| stage one (ce bank, {tmp_path / 'y'})", "| crt (ce bank)",
+                      f"| crt (ce bank, {runs[1]})"]

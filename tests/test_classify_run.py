@@ -1,4 +1,4 @@
-"""Run-level behaviour: the optimiser, the deployable checkpoint, concurrent writers, the trainer's use of beta."""
+"""Run-level behaviour: optimiser, concurrent writers, the trainer's use of beta (model.pt: test_classify_deploy)."""
 import json
 
 import numpy as np
@@ -9,7 +9,6 @@ import classify.run as run_module
 from classify.config import defaults
 from classify.optim import SGD, cosine_lr
 from classify.options import loss_option_specs
-from data.bank import Bank
 from data.errors import GlagError
 from tests.conftest import write_tiny_bank
 from tests.test_classify_cli import invoke, make_bank_and_store
@@ -36,22 +35,6 @@ def test_sgd_matches_torch_sgd():
 def test_cosine_lr_starts_at_base_and_decays():
     lrs = [cosine_lr(0.2, e, 10) for e in range(10)]
     assert lrs[0] == 0.2 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 0
-
-
-def test_model_pt_is_the_stage_one_checkpoint_with_the_new_head(tmp_path):
-    bank_path = write_tiny_bank(tmp_path / "bank.h5")
-    with Bank(bank_path) as bank:
-        W, b = (torch.from_numpy(t) for t in bank.head)
-    backbone = torch.randn(5, 5)
-    torch.save({"format": "x", "model": {"body.w": backbone, "fc.weight": W, "fc.bias": b}},
-               tmp_path / "bank.ckpt.pt")  # glag-extract's name for the checkpoint beside the bank
-    res = invoke("run", "--bank", bank_path, "--method", "crt", "--epochs", 2, "--run", "d", "--no-plots")
-    assert res.exit_code == 0, res.output
-    run = tmp_path / "stage2" / "d"
-    model, linear = (torch.load(run / f, weights_only=True) for f in ("model.pt", "linear.pt"))
-    assert torch.equal(model["body.w"], backbone)
-    assert torch.equal(model["fc.weight"], linear["weight"]) and torch.equal(model["fc.bias"], linear["bias"])
-    assert not torch.equal(model["fc.weight"], W)
 
 
 def test_resume_keeps_a_finished_run_and_refuses_a_clash(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ Each member file is imported explicitly so that its `@register_backbone` runs.
 from .registry import BACKBONES, build_backbone, register_backbone
 from .classifier import Classifier
 from .pretrained import load_pretrained
+from .deployed import load_deployed
 from . import resnet_cifar, resnet_imagenet  # noqa: F401  (registration)
 
-__all__ = ["BACKBONES", "build_backbone", "register_backbone", "Classifier", "load_pretrained"]
+__all__ = ["BACKBONES", "build_backbone", "register_backbone", "Classifier", "load_pretrained", "load_deployed"]

@@ -1,0 +1,150 @@
+"""Reproduction recipes for `glag-classify reproduce`, and the stage-two methods they compare, in one place.
+
+A recipe names a dataset, its imbalance ratios (the first is the default), the
+stage-one losses (one bank each), the stage-two methods run from every bank,
+how many seeds, and the options it adds to each tool. Those options are only the
+recipe's deviations: everything else is the tool's own default, e.g. the
+dataset's stage-one recipe in extract/recipes.py (backbone, epochs, batch size,
+lr, augmentation) and stage two's 40 generation epochs (paper Sec. 5).
+docs/reproduce.md lists the resolved values.
+"""
+from dataclasses import dataclass, field
+
+from data.errors import GlagError
+from extract.losses import LOSSES
+
+# Table 6/7 of the paper: the stage-one losses compared, and the stage-two rows run from each bank.
+ALL_LOSSES = ("ce", "graloss", "logit_adjust", "balanced_softmax", "ldam")
+ALL_METHODS = ("crt", "lws", "tau_norm", "glag", "glag+AD", "glag+AD+KD")
+# Options of the runs a reproduction makes: plots and model.pt are per-run extras nobody reads here.
+STAGE2_QUIET = {"plots": False, "deploy": False}
+
+METHODS: dict[str, dict] = {}
+RECIPES: dict[str, "Recipe"] = {}
+
+
+def register_method(name: str, **options):
+    """A stage-two row: `glag-classify run` options (underscored keys). Registering twice raises."""
+    if name in METHODS:
+        raise KeyError(f"reproduce method {name!r} is already registered")
+    if "method" not in options:
+        raise KeyError(f"reproduce method {name!r}: options must name the run's --method")
+    METHODS[name] = dict(options)
+
+
+def needs_store(name: str) -> bool:
+    """True if the method trains on synthetic rows, so its bank needs a `glag-generate` store first."""
+    return METHODS[name]["method"] == "glag" and METHODS[name].get("synthetic", True)
+
+
+register_method("crt", method="crt")
+register_method("lws", method="lws")
+register_method("tau_norm", method="tau_norm")
+register_method("ncm", method="ncm")
+register_method("posthoc_la", method="posthoc_la")
+# Table 7's GLAG ablation: synthetic rows with fixed beta and no KD, then + adaptive beta, then + KD.
+register_method("glag", method="glag", ad=False, kd=False)
+register_method("glag+AD", method="glag", ad=True, kd=False)
+register_method("glag+AD+KD", method="glag", ad=True, kd=True)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One reproduction preset.
+
+    Attributes:
+        name: registry key (`--recipe`).
+        dataset: `glag-extract --dataset` name.
+        ims: imbalance ratios, the first is the default; () = the dataset's listed long tail.
+        losses, methods: names in extract.losses.LOSSES and METHODS.
+        seeds: how many seeds (0 .. seeds-1).
+        extract, generate, classify: options added to every call of that tool (underscored keys).
+        device: "cpu" or "gpu": what the schedule is sized for (auto picks by the machine).
+        note: one line for the results table (what is reduced, what to know).
+        aliases: other `--dataset` names that select this recipe.
+    """
+    name: str
+    dataset: str
+    ims: tuple
+    losses: tuple = ALL_LOSSES
+    methods: tuple = ALL_METHODS
+    seeds: int = 3
+    extract: dict = field(default_factory=dict)
+    generate: dict = field(default_factory=dict)
+    classify: dict = field(default_factory=dict)
+    device: str = "cpu"
+    note: str = ""
+    aliases: tuple = ()
+
+
+def register_recipe(name: str, **fields) -> Recipe:
+    """Add a recipe (checked against the loss and method registries). Registering twice raises."""
+    if name in RECIPES:
+        raise KeyError(f"reproduce recipe {name!r} is already registered")
+    recipe = Recipe(name=name, **fields)
+    check_names(recipe.losses, recipe.methods, f"recipe {name!r}")
+    RECIPES[name] = recipe
+    return recipe
+
+
+def check_names(losses, methods, where: str) -> None:
+    """Raise GlagError naming unknown losses or methods and the valid ones."""
+    bad = [x for x in losses if x not in LOSSES]
+    if bad:
+        raise GlagError(f"{where}: unknown stage-one loss(es) {bad}; choose from {sorted(LOSSES)}")
+    bad = [x for x in methods if x not in METHODS]
+    if bad:
+        raise GlagError(f"{where}: unknown stage-two method(s) {bad}; choose from {sorted(METHODS)}")
+
+
+_SMALL_STORE = {"epochs": 10, "dtype": "float16"}   # blocks cycle over the 40 stage-two epochs
+
+register_recipe("digits", dataset="digits", ims=(10.0,),
+                generate=_SMALL_STORE, classify=STAGE2_QUIET,
+                note="scikit-learn digits 8x8, resnet_small, 30 epochs: a smoke test of the whole comparison")
+register_recipe("fashion-mnist", dataset="fashion-mnist", ims=(100.0, 10.0), aliases=("fmnist",),
+                extract={"epochs": 8}, generate=_SMALL_STORE, classify=STAGE2_QUIET,
+                note="sized for 2 CPU cores: resnet_small, 8 stage-one epochs (reduced), 10 store epochs")
+register_recipe("cifar10-jpeg-cpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0),
+                extract={"epochs": 30}, generate=_SMALL_STORE, classify=STAGE2_QUIET,
+                note="CPU schedule: ResNet-32, 30 stage-one epochs instead of 200 (reduced), 10 store epochs")
+register_recipe("cifar10-jpeg-gpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0), device="gpu",
+                generate={"dtype": "float16"}, classify=STAGE2_QUIET,
+                note="full schedule: ResNet-32, 200 stage-one epochs, 40 store epochs")
+register_recipe("tiny-imagenet-gpu", dataset="tiny-imagenet", ims=(100.0,), device="gpu", aliases=("tiny",),
+                generate={"dtype": "float16", "epochs": 10}, classify=STAGE2_QUIET,
+                note="ResNet-10, 100 stage-one epochs, 10 store epochs (a 40-epoch float32 store is ~13 GB per bank)")
+# The paper's own settings (Sec. 5), for users who have these datasets; tested on fixture files only.
+register_recipe("cifar100-paper", dataset="cifar100", ims=(100.0, 200.0, 50.0, 10.0), device="gpu",
+                generate={"dtype": "float16"}, classify=STAGE2_QUIET,
+                note="paper Sec. 5: ResNet-32, 200 stage-one epochs, 40 generation epochs, beta_init 0.6")
+register_recipe("imagenet-lt-paper", dataset="imagenet-lt", ims=(), device="gpu", aliases=("imagenet",),
+                generate={"dtype": "float16", "epochs": 10, "max_rows_per_class": 200}, classify=STAGE2_QUIET,
+                note="paper Sec. 5: ResNet-10, 200 stage-one epochs; store capped at 200 rows/class/epoch")
+register_recipe("inat-paper", dataset="inat2018", ims=(), device="gpu", aliases=("inat",),
+                generate={"dtype": "float16", "epochs": 10, "max_rows_per_class": 100},
+                classify=dict(STAGE2_QUIET, kd_s=0.5),
+                note="paper Sec. 5: ResNet-50, 90 epochs, s = 0.5 (stage one and KD); pass the SSP model with "
+                     "--extract-args '--pretrained PATH'; store capped at 100 rows/class/epoch")
+
+
+def find_recipe(name: str, dataset: str, cuda: bool) -> Recipe:
+    """The recipe `name`, or for name "auto" the one for `dataset` (by device when there are several).
+
+    Raises GlagError when nothing matches or `dataset` contradicts the named recipe.
+    """
+    if name != "auto":
+        if name not in RECIPES:
+            raise GlagError(f"--recipe {name!r}: unknown; choose from {sorted(RECIPES)}")
+        recipe = RECIPES[name]
+        if dataset and dataset != recipe.dataset and dataset not in recipe.aliases:
+            raise GlagError(f"--recipe {name} is for dataset {recipe.dataset!r}, not --dataset {dataset!r}; "
+                            "drop one of them")
+        return recipe
+    if not dataset:
+        raise GlagError(f"--recipe auto needs --dataset (or $DATASET); or pass --recipe, one of {sorted(RECIPES)}")
+    found = [r for r in RECIPES.values() if dataset in (r.dataset, r.name, *r.aliases)]
+    if not found:
+        raise GlagError(f"--dataset {dataset!r}: no reproduction recipe; pass --recipe, one of {sorted(RECIPES)}")
+    wanted = "gpu" if cuda else "cpu"
+    return next((r for r in found if r.device == wanted), found[0])
