@@ -20,8 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.atomic import atomic_file
 from data.errors import GlagError
+from data.h5writer import AtomicH5Writer
 from data.provenance import code_version, config_json, now
 
 SCHEMA = "glag-bank/1"
@@ -32,7 +32,7 @@ REQUIRED_ATTRS = ("schema", "dataset", "backbone", "loss", "feature_dim", "num_c
                   "created", "code_version", "fingerprint")
 
 
-class BankWriter:
+class BankWriter(AtomicH5Writer):
     """Stream a feature bank to disk; it appears at `path` only when `close()` succeeds.
 
     Use as a context manager:
@@ -46,9 +46,7 @@ class BankWriter:
         self.path, self.D, self.C = Path(path), int(feature_dim), len(class_names)
         if len(train_counts) != self.C:
             raise GlagError(f"{path}: {len(train_counts)} train counts for {self.C} classes")
-        self._ctx = atomic_file(self.path)
-        tmp = self._ctx.__enter__()
-        self.h5 = h5py.File(tmp, "w")
+        super().__init__(self.path)
         self._hash = {}
         self.h5.attrs.update(schema=SCHEMA, dataset=dataset, backbone=backbone, loss=loss,
                              feature_dim=self.D, num_classes=self.C, config=config_json(config),
@@ -115,26 +113,7 @@ class BankWriter:
         for key in sorted(self._hash):
             total.update(key.encode() + self._hash[key].digest())
         self.h5.attrs["fingerprint"] = total.hexdigest()[:32]
-        self.h5.attrs["complete"] = True
-        self.h5.close()
-        self._ctx.__exit__(None, None, None)
-
-    def abort(self):
-        self.h5.close()
-        try:
-            self._ctx.__exit__(GlagError, GlagError("aborted"), None)
-        except GlagError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False
+        self._finish()
 
 
 class Bank:

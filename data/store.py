@@ -28,8 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.atomic import atomic_file
 from data.errors import GlagError
+from data.h5writer import AtomicH5Writer
 from data.provenance import code_version, config_json, now
 
 SCHEMA = "glag-store/1"
@@ -42,7 +42,7 @@ def store_bytes(rows: int, feature_dim: int, dtype: str) -> int:
     return rows * (2 * feature_dim * np.dtype(DTYPES[dtype]).itemsize + 16)
 
 
-class StoreWriter:
+class StoreWriter(AtomicH5Writer):
     """Stream a synthetic store; it appears at `path` only on success.
 
     with StoreWriter(path, bank=bank, feature_dim=D, dtype="float32", meta={...}, config=cfg) as w:
@@ -59,8 +59,7 @@ class StoreWriter:
         if dtype not in DTYPES:
             raise GlagError(f"--dtype {dtype!r}: choose from {sorted(DTYPES)}")
         self.path, self.D, self.dtype = Path(path), int(feature_dim), DTYPES[dtype]
-        self._ctx = atomic_file(self.path)
-        self.h5 = h5py.File(self._ctx.__enter__(), "w")
+        super().__init__(self.path)
         self.h5.attrs.update(schema=SCHEMA, bank_fingerprint=bank.fingerprint, config=config_json(config),
                              upstream=config_json(bank.config), created=now(), code_version=code_version(),
                              dtype=dtype, complete=False, **meta)
@@ -96,23 +95,7 @@ class StoreWriter:
             raise GlagError(f"{self.path}: store not written, supports were never set")
         self.h5.create_dataset("epoch_offsets", data=np.asarray(self.offsets, np.int64))
         self.h5.attrs["epochs"] = len(self.offsets) - 1
-        self.h5.attrs["complete"] = True
-        self.h5.close()
-        self._ctx.__exit__(None, None, None)
-
-    def abort(self):
-        self.h5.close()
-        try:
-            self._ctx.__exit__(GlagError, GlagError("aborted"), None)
-        except GlagError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.close() if exc_type is None else self.abort()
-        return False
+        self._finish()
 
 
 class Store:
