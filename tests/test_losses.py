@@ -213,7 +213,7 @@ def test_build_loss_ignores_options_of_a_longer_name(monkeypatch):
 
 def test_loss_options_are_the_keyword_defaults():
     assert loss_options("graloss") == {"form": "convex", "c": 2.0, "s": 1.0}
-    assert loss_options("logit_adjust") == {"tau": 1.0}
+    assert loss_options("logit_adjust") == {"tau": 0.5}
     assert loss_options("ce") == {}
     assert set(loss_options("ldam")) == {"max_m", "s", "drw_epoch", "beta"}
     for name in LOSSES:   # every option has a default a CLI can show

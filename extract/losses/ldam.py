@@ -13,7 +13,9 @@ class LDAMLoss(LossBase):
 
     The true class's logit is lowered by Delta_j = C / N_j^(1/4), C chosen so that the
     rarest class gets `max_m`; the logits are then scaled by `s`. Cao et al. use s = 30
-    with a cosine (normalised) classifier; with a plain linear head a smaller s may suit.
+    with a cosine (normalised) classifier, whose logits lie in [-1, 1]. GLAG's head is a
+    plain linear layer with unbounded logits: s = 30 on those made stage one collapse on
+    Fashion-MNIST-LT (41 +- 18 % test accuracy over 3 seeds), so the default is s = 1.
     From epoch `drw_epoch` on, each class is weighted by (1 - beta) / (1 - beta^N_j)
     (normalised to sum to C), the "deferred re-weighting" that completes LDAM-DRW.
 
@@ -27,11 +29,11 @@ class LDAMLoss(LossBase):
         total_epochs: training epochs, from the trainer's config.
     """
     OPTION_HELP = {"max_m": "Largest LDAM margin, given to the rarest class.",
-                   "s": "Logit scale of LDAM (30 assumes cosine logits).",
+                   "s": "Logit scale of LDAM (Cao et al.'s 30 assumes cosine logits; ours are linear).",
                    "drw_epoch": "First 0-based epoch of deferred re-weighting; -1 = 4/5 of --epochs.",
                    "beta": "Effective-number beta of the deferred re-weighting class weights."}
 
-    def __init__(self, class_counts, max_m: float = 0.5, s: float = 30.0, drw_epoch: int = -1,
+    def __init__(self, class_counts, max_m: float = 0.5, s: float = 1.0, drw_epoch: int = -1,
                  beta: float = 0.9999, total_epochs: int = 200):
         super().__init__(class_counts)
         if max_m <= 0 or s <= 0 or not 0 <= beta < 1 or drw_epoch < -1:
