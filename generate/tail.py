@@ -9,17 +9,12 @@ calibrate from (on small datasets every class can have N_k <= 100).
 import numpy as np
 
 from data.errors import GlagError
+from data.registry import registrar
 
 TAIL_RULES: dict = {}
 
 
-def register_tail_rule(name: str):
-    def add(fn):
-        if name in TAIL_RULES:
-            raise KeyError(f"tail rule {name!r} is already registered")
-        TAIL_RULES[name] = fn
-        return fn
-    return add
+register_tail_rule = registrar(TAIL_RULES, "tail rule")
 
 
 @register_tail_rule("max-count")

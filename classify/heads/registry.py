@@ -5,7 +5,10 @@ strips the prefix and passes `taus=...`, so each head only sees its own options.
 """
 import inspect
 
+from data.registry import registrar
+
 HEADS: dict = {}
+_register = registrar(HEADS, "head")
 
 
 def register_head(name: str):
@@ -15,11 +18,8 @@ def register_head(name: str):
         KeyError: if `name` is already registered.
     """
     def add(cls):
-        if name in HEADS:
-            raise KeyError(f"head {name!r} is already registered (by {HEADS[name].__name__})")
-        HEADS[name] = cls
         cls.name = name
-        return cls
+        return _register(name)(cls)
     return add
 
 

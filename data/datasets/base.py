@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from data.errors import GlagError
+from data.registry import registrar
 
 DEFAULT_ROOT = "datasets"
 
@@ -78,13 +79,7 @@ class LongTailDataset:
 DATASETS: dict[str, Callable[..., RawDataset]] = {}
 
 
-def register_dataset(name: str):
-    def add(fn):
-        if name in DATASETS:
-            raise KeyError(f"dataset {name!r} is already registered")
-        DATASETS[name] = fn
-        return fn
-    return add
+register_dataset = registrar(DATASETS, "dataset")
 
 
 def need_file(path: Path, what: str) -> Path:

@@ -1,21 +1,13 @@
 """The backbone registry: name -> builder(in_channels, image_size) -> feature extractor."""
 from torch import nn
 
+from data.registry import registrar
+
 BACKBONES: dict = {}
 
 
-def register_backbone(name: str):
-    """Decorator adding a builder `fn(in_channels, image_size) -> nn.Module` to BACKBONES.
-
-    Raises:
-        KeyError: if `name` is already registered.
-    """
-    def add(fn):
-        if name in BACKBONES:
-            raise KeyError(f"backbone {name!r} is already registered")
-        BACKBONES[name] = fn
-        return fn
-    return add
+# Decorator for a builder `fn(in_channels, image_size) -> nn.Module`.
+register_backbone = registrar(BACKBONES, "backbone")
 
 
 def build_backbone(name: str, in_channels: int, image_size: int) -> nn.Module:

@@ -6,24 +6,15 @@ ever sees its own options.
 """
 import inspect
 
+from data.registry import registrar
+
 LOSSES: dict = {}
 
 # Filled in by the loss itself; the trainer's epoch count, not a per-loss option.
 _FROM_CFG = ("class_counts", "total_epochs")
 
 
-def register_loss(name: str):
-    """Class decorator adding a LossBase subclass to LOSSES under `name`.
-
-    Raises:
-        KeyError: if `name` is already registered.
-    """
-    def add(cls):
-        if name in LOSSES:
-            raise KeyError(f"loss {name!r} is already registered (by {LOSSES[name].__name__})")
-        LOSSES[name] = cls
-        return cls
-    return add
+register_loss = registrar(LOSSES, "loss")  # class decorator: @register_loss("graloss")
 
 
 def _get(name: str):
