@@ -109,7 +109,7 @@ def _configs(grid_spec: str, base: dict) -> tuple[str, list]:
     fill = {"dataset": base.get("dataset") or os.environ.get("DATASET", ""), "runs_root": base["runs_root"]}
     configs = []
     for entry in expand(grid, name, known, fill):
-        options = dict(known, plots=False, deploy=False, **entry)
+        options = {**known, "plots": False, "deploy": False, **entry}   # a grid may still ask for plots
         options["bank"] = str(resolve_bank(options["bank"] or None, options["dataset"] or None, options["runs_root"]))
         configs.append((options, sorted(entry)))
     return name, configs

@@ -58,6 +58,9 @@ def init_context(device_option: str, amp: str = "auto") -> Context:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_option, local_rank)
+    if device.type == "cuda":
+        # Fixed input shapes: let cuDNN time its algorithms once (bit-exact resume is a CPU guarantee).
+        torch.backends.cudnn.benchmark = True
     if world <= 1:
         return Context(device, amp=amp)
     if not tdist.is_initialized():

@@ -6,6 +6,7 @@ import click
 
 from data.bank import Bank
 from data.cliutil import echo_progress, friendly_errors, resolve_bank
+from data.errors import GlagError
 from data.mixing import GAMMA_MODES
 from data.store import DTYPES
 from generate.afg import AdaptiveFeatureGenerator
@@ -27,8 +28,9 @@ from generate.writer import announce, check_disk, default_out, is_current, plann
               help="gamma * I, or gamma added to every covariance entry (free-lunch code).")
 @click.option("--tukey", default=0.5, show_default=True, help="Tukey ladder-of-powers lambda; 1 = none.")
 @click.option("--epochs", default=40, show_default=True, help="Generation epochs: fresh blocks of rows.")
-@click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="max-count", show_default=True,
-              help="Rule that picks the tail classes.")
+@click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="groups", show_default=True,
+              help="Rule that picks the tail classes; groups: the medium + few classes of the results "
+                   "table's split (N_k <= 100, or rank thirds where no class is that small).")
 @click.option("--tail-max-count", default=100, show_default=True, help="max-count rule: tail if N_k <= this.")
 @click.option("--tail-fraction", default=0.5, show_default=True,
               help="fraction rule: this fraction of the classes, the smallest.")
@@ -48,9 +50,20 @@ from generate.writer import announce, check_disk, default_out, is_current, plann
 def main(**cfg):
     """Write synthetic features (the a / b - a halves of Eq. 8-9) for a feature bank."""
     dry_run, force = cfg.pop("dry_run"), cfg.pop("force")
+    check_tail_options(click.get_current_context(), cfg["tail"])
     cfg["bank"] = str(resolve_bank(cfg["bank"], cfg["dataset"]))
     with Bank(cfg["bank"]) as bank:
         run(bank, cfg, dry_run=dry_run, force=force)
+
+
+def check_tail_options(ctx, rule: str) -> None:
+    """A rule's own option given with another rule would be silently ignored: refuse it instead."""
+    from click.core import ParameterSource
+    for name in ("tail_max_count", "tail_fraction"):
+        wanted = name[len("tail_"):].replace("_", "-")
+        if wanted != rule and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            raise GlagError(f"--{name.replace('_', '-')} applies to --tail {wanted} only "
+                                   f"(the rule is {rule}); add --tail {wanted} or drop it")
 
 
 def run(bank, cfg: dict, dry_run=False, force=False):

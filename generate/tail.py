@@ -1,7 +1,8 @@
 """Which classes are tail classes (the paper does not define them).
 
-Rules are registered by name; `--tail` offers them. A rule's own option is
-`tail_<rule name>` in the config (e.g. `--tail-max-count` for "max-count").
+Rules are registered by name; `--tail` offers them. A rule's own option, if it
+has one, is `tail_<rule name>` in the config (e.g. `--tail-max-count` for
+"max-count").
 Whatever the rule, empty classes and the largest classes are never tail
 classes: there is nothing to calibrate, or no class with more samples to
 calibrate from (on small datasets every class can have N_k <= 100).
@@ -10,11 +11,24 @@ import numpy as np
 
 from data.errors import GlagError
 from data.registry import registrar
+from data.splits import shot_groups
 
 TAIL_RULES: dict = {}
 
 
 register_tail_rule = registrar(TAIL_RULES, "tail rule")
+
+
+@register_tail_rule("groups")
+def not_many(counts: np.ndarray, value=None) -> np.ndarray:
+    """Classes outside the "many" group of the auto many/medium/few split.
+
+    Where the standard split applies this is exactly N_k <= 100 (max-count 100);
+    where it would put every class in one group (e.g. Fashion-MNIST-LT at IM 10,
+    smallest class 600) it follows the split's rank-thirds fallback, so the
+    tail is the classes the results table reports as medium + few.
+    """
+    return (counts > 0) & (shot_groups(counts, "auto") > 0)
 
 
 @register_tail_rule("max-count")
@@ -42,7 +56,7 @@ def tail_mask(counts, rule: str, cfg: dict) -> np.ndarray:
     if rule not in TAIL_RULES:
         raise GlagError(f"--tail {rule!r}: choose from {sorted(TAIL_RULES)}")
     counts = np.asarray(counts, np.int64)
-    mask = TAIL_RULES[rule](counts, cfg["tail_" + rule.replace("-", "_")]) & (counts < counts.max())
+    mask = TAIL_RULES[rule](counts, cfg.get("tail_" + rule.replace("-", "_"))) & (counts < counts.max())
     if not mask.any():
         raise GlagError(f"--tail {rule}: no class is a tail class with these counts "
                         f"(min {int(np.min(counts))}, max {int(np.max(counts))}); raise the threshold")

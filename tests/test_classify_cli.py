@@ -133,6 +133,17 @@ def test_sweep_runs_a_grid_and_resumes(tmp_path):
     assert stamp == {r: (tmp_path / "stage2" / r / "metrics.json").stat().st_mtime_ns for r in runs}
 
 
+def test_sweep_grid_may_set_plots_and_run_names(tmp_path):
+    """A grid's own "plots"/"run" keys win over the sweep's defaults (once a TypeError)."""
+    bank = write_tiny_bank(tmp_path / "bank.h5")
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"base": {"method": "crt", "epochs": 1, "plots": False},
+                                "runs": [{"run": "first"}, {"run": "second", "seed": 1}]}))
+    res = invoke("sweep", "--grid", grid, "--bank", bank, "--jobs", 1, "--out", tmp_path / "t")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == ["first", "second"]
+
+
 def test_store_of_another_bank_is_refused(tmp_path):
     bank, _ = make_bank_and_store(tmp_path)
     other = write_tiny_bank(tmp_path / "other" / "bank.h5", seed=3)

@@ -102,7 +102,9 @@ def test_dry_run_writes_nothing(bank_path):
     (["--beta-init", -0.1], "--beta-init"),
     (["--k", 20], "--k 20"),
     (["--gamma", -1], "--gamma"),
-    (["--tail-max-count", 1], "no class is a tail class"),
+    (["--tail", "max-count", "--tail-max-count", 1], "no class is a tail class"),
+    (["--tail-max-count", 1000], "applies to --tail max-count only"),
+    (["--tail", "max-count", "--tail-fraction", 0.3], "applies to --tail fraction only"),
     (["--device", "tpu"], "--device"),
 ])
 def test_bad_options_are_clear_errors(bank_path, tmp_path, args, msg):
