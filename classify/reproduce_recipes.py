@@ -111,6 +111,12 @@ register_recipe("cifar10-jpeg-cpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10
 register_recipe("cifar10-jpeg-gpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0), device="gpu",
                 generate={"dtype": "float16"}, classify=STAGE2_QUIET,
                 note="full schedule: ResNet-32, 200 stage-one epochs, 40 store epochs")
+# The many-class check on two CPU cores: Tiny-ImageNet-LT at 32x32 with the CIFAR ResNet-32, CE and GraLoss.
+register_recipe("tiny-imagenet-cpu", dataset="tiny-imagenet", ims=(100.0,), losses=("ce", "graloss"), seeds=1,
+                aliases=("tiny",), extract={"image_size": 32, "backbone": "resnet32", "crop_pad": 4, "epochs": 30},
+                generate=_SMALL_STORE, classify=STAGE2_QUIET,
+                note="CPU many-class check: images resized to 32x32, ResNet-32, 30 stage-one epochs (reduced), "
+                     "CE and GraLoss banks, 1 seed, 10 store epochs")
 register_recipe("tiny-imagenet-gpu", dataset="tiny-imagenet", ims=(100.0,), device="gpu", aliases=("tiny",),
                 generate={"dtype": "float16", "epochs": 10}, classify=STAGE2_QUIET,
                 note="ResNet-10, 100 stage-one epochs, 10 store epochs (a 40-epoch float32 store is ~13 GB per bank)")

@@ -302,6 +302,17 @@ def test_tiny_imagenet_reads_val_as_test(tmp_path):
     assert raw.val is None and raw.image_size == 64
 
 
+def test_tiny_imagenet_resizes_on_request(tmp_path):
+    write_tiny(tmp_path / "tiny-imagenet-202")
+    full = load_dataset("tiny-imagenet", tmp_path)
+    small = load_dataset("tiny-imagenet", tmp_path, image_size=32)       # the cache holds one size: redecoded
+    assert small.train.images.shape == (4, 32, 32, 3) and small.image_size == 32
+    # plain-colour fixtures: resizing keeps each image's colour (JPEG rounding aside)
+    assert np.abs(small.train.images.mean((1, 2)).astype(float) - full.train.images.mean((1, 2))).max() < 3
+    with pytest.raises(GlagError, match="--image-size"):
+        load_dataset("tiny-imagenet", tmp_path, image_size=4)
+
+
 def test_tiny_imagenet_errors(tmp_path):
     base = tmp_path / "tiny-imagenet-202"
     write_tiny(base)

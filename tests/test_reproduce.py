@@ -25,7 +25,7 @@ from classify.reproduce_table import csv_text, summarise
 from data.bank import Bank
 from data.errors import GlagError
 from extract.losses import LOSSES
-from tests.test_datasets import COLOURS, cifar_batch, save_image, write_imagenet_lt, write_inat
+from tests.test_datasets import COLOURS, cifar_batch, save_image, write_imagenet_lt, write_inat, write_tiny
 
 TINY = ["--recipe", "digits", "--losses", "ce,graloss", "--seeds", "2", "--methods", "crt,glag+AD+KD",
         "--extract-args", "--epochs 1 --threads 1", "--jobs", "1"]
@@ -91,6 +91,8 @@ def test_auto_recipe_follows_dataset_and_machine():
     assert find_recipe("auto", "cifar10-jpeg", cuda=False).name == "cifar10-jpeg-cpu"
     assert find_recipe("auto", "cifar10-jpeg", cuda=True).name == "cifar10-jpeg-gpu"
     assert find_recipe("auto", "inat", cuda=False).name == "inat-paper"           # an alias
+    assert find_recipe("auto", "tiny", cuda=False).name == "tiny-imagenet-cpu"
+    assert find_recipe("auto", "tiny-imagenet", cuda=True).name == "tiny-imagenet-gpu"
     with pytest.raises(GlagError, match="--recipe"):
         find_recipe("auto", "folder", cuda=False)
     with pytest.raises(GlagError, match="--dataset 'digits'"):
@@ -268,7 +270,13 @@ PAPER = {
     "cifar100-paper": (write_cifar100_fixture, ["--im", "1"], "--val-per-class 1 --batch-size 100"),
     "imagenet-lt-paper": (lambda r: write_imagenet_lt(r / "imagenet-lt", r / "imagenet-lt"), [], "--batch-size 2"),
     "inat-paper": (write_inat_fixture, [], "--batch-size 4"),
+    "tiny-imagenet-gpu": (lambda r: write_tiny(r / "tiny-imagenet-202", n_train=3), ["--im", "1"],
+                          "--val-per-class 1 --batch-size 4"),
+    "tiny-imagenet-cpu": (lambda r: write_tiny(r / "tiny-imagenet-202", n_train=3), ["--im", "1"],
+                          "--val-per-class 1 --batch-size 4"),
 }
+BACKBONE = {"cifar100-paper": "resnet32", "imagenet-lt-paper": "resnet10", "inat-paper": "resnet50",
+            "tiny-imagenet-gpu": "resnet10", "tiny-imagenet-cpu": "resnet32"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
@@ -286,8 +294,9 @@ def test_paper_recipe_runs_one_step_on_fixture_files(name, tmp_path, monkeypatch
         assert bank.dataset == recipe.dataset and bank.config["epochs"] == 1
         n_train, batch = bank.rows("train"), bank.config["batch_size"]
         assert n_train // batch == 1                      # drop_last: exactly one SGD step
-        expected = {"cifar100-paper": "resnet32", "imagenet-lt-paper": "resnet10", "inat-paper": "resnet50"}
-        assert bank.backbone == expected[name]
+        assert bank.backbone == BACKBONE[name]
+        if name.startswith("tiny"):
+            assert bank.config["image_size"] == (32 if name.endswith("cpu") else 64)
         assert bank.config["graloss_s"] == (0.5 if name == "inat-paper" else 1.0)
     log = (bank_file.parent / "logs" / "stage-one.log").read_text()
     assert "epoch 0/0" in log

@@ -7,7 +7,9 @@ some grayscale (made RGB). The official val set is the labelled held-out set,
 so it is used as TEST; the val split is then taken from train leftovers by
 data.longtail. Classes are the sorted wnids, named by the first synonym in
 words.txt. Everything is decoded into memory (101k x 64x64x3 = 1.2 GB) and
-cached in `tiny-imagenet-202/.glag-cache.npz`.
+cached in `tiny-imagenet-202/.glag-cache.npz`; `--image-size 32` decodes at
+32x32 instead (CIFAR-sized, for a ResNet-32 on a CPU; the cache holds one size
+at a time).
 """
 import os
 from pathlib import Path
@@ -21,16 +23,19 @@ SIZE = 64
 
 
 @register_dataset("tiny-imagenet")
-def load_tiny_imagenet(root: Path, cache: bool = True, workers: int = 2) -> RawDataset:
+def load_tiny_imagenet(root: Path, cache: bool = True, workers: int = 2, image_size: int = SIZE) -> RawDataset:
     """Read and decode Tiny-ImageNet-202.
 
     Args:
         root: the data root holding tiny-imagenet-202/.
         cache: read/write the decoded-pixel cache beside the images.
         workers: decoding threads on a cache miss.
+        image_size: side the images are resized to (64: as stored).
     Returns:
-        RawDataset with in-memory train and test (N, 64, 64, 3) uint8 images; no official val.
+        RawDataset with in-memory train and test (N, S, S, 3) uint8 images; no official val.
     """
+    if not 8 <= image_size <= 256:
+        raise GlagError(f"--image-size {image_size}: give a side between 8 and 256 pixels")
     base = need_file(Path(root) / FOLDER, "Tiny-ImageNet folder (tiny-imagenet-202/ from tiny-imagenet-202.tar.gz)")
     wnids_file = need_file(base / "wnids.txt", "class list wnids.txt")
     wnids = sorted({line.strip() for line in wnids_file.read_text().splitlines() if line.strip()})
@@ -44,12 +49,12 @@ def load_tiny_imagenet(root: Path, cache: bool = True, workers: int = 2) -> RawD
         train_paths += [folder / f for f in files]
         train_labels += [k] * len(files)
     test_paths, test_labels = _val_annotations(base, {w: k for k, w in enumerate(wnids)})
-    pixels = load_decoded(base, {"train": train_paths, "test": test_paths}, channels=3, size=SIZE,
+    pixels = load_decoded(base, {"train": train_paths, "test": test_paths}, channels=3, size=image_size,
                           cache=cache, workers=workers)
     return RawDataset(name="tiny-imagenet", class_names=names,
                       train=ImageSet(labels=train_labels, images=pixels["train"]),
                       test=ImageSet(labels=test_labels, images=pixels["test"]),
-                      channels=3, image_size=SIZE)
+                      channels=3, image_size=image_size)
 
 
 def _class_names(words_file: Path, wnids: list) -> list:
