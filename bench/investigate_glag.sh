@@ -14,7 +14,7 @@ BIN=${BIN:-.venv/bin}
 WORK="$EXP/investigate"
 mkdir -p "$WORK"
 
-# store name : glag-generate options beyond the defaults (tail groups, balance-head, tukey 0.5, beta 0.6)
+# store name : glag-generate options beyond the defaults (tail max-count 100, balance-head, tukey 0.5, beta 0.6)
 stores=("default:"
         "tail-fraction-0.5:--tail fraction --tail-fraction 0.5"
         "tail-max-1000:--tail max-count --tail-max-count 1000"

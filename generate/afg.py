@@ -85,8 +85,11 @@ class AdaptiveFeatureGenerator:
     def plan(self, counts):
         """(tail mask (C,), rows per class per epoch (C,)); needs only the train counts."""
         counts = np.asarray(counts, np.int64)
-        tail = tail_mask(counts, self.cfg["tail"], self.cfg)
-        check_k(counts, np.flatnonzero(tail), self.cfg["k"])
+        # No tail class (e.g. every class has > 100 images): with head balancing there is still
+        # work, and calibrating well-sampled classes towards others measurably hurts, so none is.
+        tail = tail_mask(counts, self.cfg["tail"], self.cfg, allow_empty=self.cfg["balance_head"])
+        if tail.any():
+            check_k(counts, np.flatnonzero(tail), self.cfg["k"])
         need = gap_counts(counts, tail, self.cfg["max_rows_per_class"], self.cfg["balance_head"])
         return tail, need
 

@@ -28,9 +28,8 @@ from generate.writer import announce, check_disk, default_out, is_current, plann
               help="gamma * I, or gamma added to every covariance entry (free-lunch code).")
 @click.option("--tukey", default=0.5, show_default=True, help="Tukey ladder-of-powers lambda; 1 = none.")
 @click.option("--epochs", default=40, show_default=True, help="Generation epochs: fresh blocks of rows.")
-@click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="groups", show_default=True,
-              help="Rule that picks the tail classes; groups: the medium + few classes of the results "
-                   "table's split (N_k <= 100, or rank thirds where no class is that small).")
+@click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="max-count", show_default=True,
+              help="Rule that picks the tail classes.")
 @click.option("--tail-max-count", default=100, show_default=True, help="max-count rule: tail if N_k <= this.")
 @click.option("--tail-fraction", default=0.5, show_default=True,
               help="fraction rule: this fraction of the classes, the smallest.")
@@ -74,6 +73,10 @@ def run(bank, cfg: dict, dry_run=False, force=False):
     cfg["out"] = str(out)
     rows, size = planned_bytes(need, tail, bank.train_counts, cfg, bank.feature_dim)
     announce(out, rows, size, need, tail)
+    if not tail.any():
+        click.echo(f"no class is a tail class by --tail {cfg['tail']} (smallest class: "
+                   f"{int(min(c for c in bank.train_counts if c > 0))} images): nothing is calibrated; every class "
+                   "is balanced from its own distribution", err=True)
     if dry_run:
         return out
     if not force and is_current(out, bank, cfg):

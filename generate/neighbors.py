@@ -74,8 +74,12 @@ def support_classes(moments: ClassMoments, tail_classes, k: int, device="cpu",
     """
     counts, device = moments.counts, torch.device(device)
     tail_classes = np.asarray(tail_classes, np.int64)
-    check_k(counts, tail_classes, k)
     start = np.full(len(counts), -1, np.int64)
+    if len(tail_classes) == 0:
+        empty = np.zeros(0, np.int64)
+        return Supports(tail_classes=tail_classes, start=start, label=empty, source=empty,
+                        classes=np.zeros((0, k), np.int64), weights=np.zeros((0, k), np.float32))
+    check_k(counts, tail_classes, k)
     start[tail_classes] = np.r_[0, np.cumsum(counts[tail_classes])[:-1]]
     S = int(counts[tail_classes].sum())
     out = Supports(tail_classes=tail_classes, start=start, label=np.repeat(tail_classes, counts[tail_classes]),

@@ -11,24 +11,11 @@ import numpy as np
 
 from data.errors import GlagError
 from data.registry import registrar
-from data.splits import shot_groups
 
 TAIL_RULES: dict = {}
 
 
 register_tail_rule = registrar(TAIL_RULES, "tail rule")
-
-
-@register_tail_rule("groups")
-def not_many(counts: np.ndarray, value=None) -> np.ndarray:
-    """Classes outside the "many" group of the auto many/medium/few split.
-
-    Where the standard split applies this is exactly N_k <= 100 (max-count 100);
-    where it would put every class in one group (e.g. Fashion-MNIST-LT at IM 10,
-    smallest class 600) it follows the split's rank-thirds fallback, so the
-    tail is the classes the results table reports as medium + few.
-    """
-    return (counts > 0) & (shot_groups(counts, "auto") > 0)
 
 
 @register_tail_rule("max-count")
@@ -51,13 +38,17 @@ def fraction(counts: np.ndarray, value) -> np.ndarray:
     return mask
 
 
-def tail_mask(counts, rule: str, cfg: dict) -> np.ndarray:
-    """(C,) bool by the named rule; its value comes from cfg["tail_<rule>"]."""
+def tail_mask(counts, rule: str, cfg: dict, allow_empty: bool = False) -> np.ndarray:
+    """(C,) bool by the named rule; its value comes from cfg["tail_<rule>"].
+
+    allow_empty: return an all-False mask instead of raising when no class qualifies
+        (with head balancing the generator still has rows to draw).
+    """
     if rule not in TAIL_RULES:
         raise GlagError(f"--tail {rule!r}: choose from {sorted(TAIL_RULES)}")
     counts = np.asarray(counts, np.int64)
     mask = TAIL_RULES[rule](counts, cfg.get("tail_" + rule.replace("-", "_"))) & (counts < counts.max())
-    if not mask.any():
+    if not mask.any() and not allow_empty:
         raise GlagError(f"--tail {rule}: no class is a tail class with these counts "
                         f"(min {int(np.min(counts))}, max {int(np.max(counts))}); raise the threshold")
     return mask

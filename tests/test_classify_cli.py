@@ -144,6 +144,22 @@ def test_sweep_grid_may_set_plots_and_run_names(tmp_path):
     assert sorted(p.name for p in (tmp_path / "stage2").iterdir()) == ["first", "second"]
 
 
+def test_glag_runs_on_a_store_without_tail_classes(tmp_path):
+    """glag-generate's no-tail store (every class well sampled): GLAG still trains; no beta adapts."""
+    from generate.cli import main as generate_main
+    bank = write_tiny_bank(tmp_path / "bank.h5")
+    store = tmp_path / "s.h5"
+    gen = CliRunner().invoke(generate_main, ["--bank", str(bank), "--out", str(store), "--epochs", "1",
+                                             "--tail-max-count", "1", "--tukey", "1"])
+    assert gen.exit_code == 0 and "no class is a tail class" in gen.output, gen.output
+    res = invoke("run", "--bank", bank, "--store", store, "--method", "glag", "--epochs", 2, "--run", "r",
+                 "--no-plots", "--no-deploy")
+    assert res.exit_code == 0, res.output
+    beta = json.loads((tmp_path / "stage2" / "r" / "beta.json").read_text())
+    assert beta["tail_classes"] == [] and all(step == [] for step in beta["trajectory"])
+    assert json.loads((tmp_path / "stage2" / "r" / "metrics.json").read_text())
+
+
 def test_store_of_another_bank_is_refused(tmp_path):
     bank, _ = make_bank_and_store(tmp_path)
     other = write_tiny_bank(tmp_path / "other" / "bank.h5", seed=3)

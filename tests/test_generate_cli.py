@@ -58,6 +58,18 @@ def test_store_contents(bank_path, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_no_tail_class_still_balances_every_class(bank_path, tmp_path):
+    """Every class above the threshold: nothing is calibrated, the gaps come from each class's own Gaussian."""
+    out = tmp_path / "s.h5"
+    res = run("--bank", bank_path, "--out", out, "--epochs", 2, "--tail-max-count", 1)
+    assert "no class is a tail class by --tail max-count" in res.output
+    with Bank(bank_path) as bank, Store(out, bank) as s:
+        assert len(s.tail_classes) == 0 and s.supports["classes"].shape == (0, 3)
+        rows = s.epoch_rows(1)
+        assert np.array_equal(np.bincount(rows["label"], minlength=len(COUNTS)), COUNTS.max() - COUNTS)
+        assert (rows["source"] == -1).all() and (rows["d"] == 0).all() and np.isfinite(rows["a"]).all()
+
+
 def test_default_out_latest_pointer_and_resume(bank_path):
     res = run("--bank", bank_path, "--epochs", 1)
     out = bank_path.parent / "synthetic" / res.stdout.strip().splitlines()[-1].split("/")[-1]
@@ -102,9 +114,9 @@ def test_dry_run_writes_nothing(bank_path):
     (["--beta-init", -0.1], "--beta-init"),
     (["--k", 20], "--k 20"),
     (["--gamma", -1], "--gamma"),
-    (["--tail", "max-count", "--tail-max-count", 1], "no class is a tail class"),
-    (["--tail-max-count", 1000], "applies to --tail max-count only"),
-    (["--tail", "max-count", "--tail-fraction", 0.3], "applies to --tail fraction only"),
+    (["--tail-max-count", 1, "--no-balance-head"], "no class is a tail class"),
+    (["--tail", "fraction", "--tail-max-count", 1000], "applies to --tail max-count only"),
+    (["--tail-fraction", 0.3], "applies to --tail fraction only"),
     (["--device", "tpu"], "--device"),
 ])
 def test_bad_options_are_clear_errors(bank_path, tmp_path, args, msg):

@@ -116,23 +116,14 @@ def test_tail_rules():
         tail_mask(counts, "median", {})
     with pytest.raises(GlagError, match="tail-fraction"):
         tail_mask(counts, "fraction", {"tail_fraction": 1.5})
-    assert set(TAIL_RULES) == {"groups", "max-count", "fraction"}
+    assert set(TAIL_RULES) == {"max-count", "fraction"}
 
 
-def test_groups_rule_is_max_count_100_where_the_standard_split_applies():
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        counts = np.concatenate([[rng.integers(101, 5000), rng.integers(1, 101)], rng.integers(0, 5000, size=30)])
-        assert (tail_mask(counts, "groups", {}) == tail_mask(counts, "max-count", {"tail_max_count": 100})).all()
-
-
-def test_groups_rule_falls_back_to_rank_thirds():
-    """Fashion-MNIST-LT at IM 10: no class has <= 100 images, so max-count 100 finds no tail."""
-    counts = np.array([6000, 4646, 3597, 2785, 2157, 1670, 1293, 1001, 775, 600])
+def test_an_empty_tail_is_allowed_only_when_asked():
+    counts = np.array([600, 800, 6000])           # Fashion-MNIST-LT at IM 10: no class has <= 100 images
+    assert not tail_mask(counts, "max-count", {"tail_max_count": 100}, allow_empty=True).any()
     with pytest.raises(GlagError, match="no class is a tail class"):
         tail_mask(counts, "max-count", {"tail_max_count": 100})
-    assert list(np.flatnonzero(tail_mask(counts, "groups", {}))) == [4, 5, 6, 7, 8, 9]
-    assert list(np.flatnonzero(tail_mask(counts[::-1], "groups", {}))) == [0, 1, 2, 3, 4, 5]
 
 
 def test_largest_classes_are_never_tail():
