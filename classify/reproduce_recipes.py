@@ -105,9 +105,12 @@ register_recipe("digits", dataset="digits", ims=(10.0,),
 register_recipe("fashion-mnist", dataset="fashion-mnist", ims=(100.0, 10.0), aliases=("fmnist",),
                 extract={"epochs": 8}, generate=_SMALL_STORE, classify=STAGE2_QUIET,
                 note="sized for 2 CPU cores: resnet_small, 8 stage-one epochs (reduced), 10 store epochs")
-register_recipe("cifar10-jpeg-cpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0),
-                extract={"epochs": 30}, generate=_SMALL_STORE, classify=STAGE2_QUIET,
-                note="CPU schedule: ResNet-32, 30 stage-one epochs instead of 200 (reduced), 10 store epochs")
+# Sized to finish in about an hour on two cores (~15 min per bank): CE and GraLoss, one seed; more with
+# --losses / --seeds / --im.
+register_recipe("cifar10-jpeg-cpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0), losses=("ce", "graloss"),
+                seeds=1, extract={"epochs": 30}, generate=_SMALL_STORE, classify=STAGE2_QUIET,
+                note="CPU schedule: ResNet-32, 30 stage-one epochs instead of 200 (reduced), CE and GraLoss banks, "
+                     "1 seed, 10 store epochs")
 register_recipe("cifar10-jpeg-gpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0), device="gpu",
                 generate={"dtype": "float16"}, classify=STAGE2_QUIET,
                 note="full schedule: ResNet-32, 200 stage-one epochs, 40 store epochs")

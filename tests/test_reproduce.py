@@ -25,7 +25,7 @@ from classify.reproduce_table import csv_text, summarise
 from data.bank import Bank
 from data.errors import GlagError
 from extract.losses import LOSSES
-from tests.test_datasets import COLOURS, cifar_batch, save_image, write_imagenet_lt, write_inat, write_tiny
+from tests.test_datasets import COLOURS, cifar_batch, save_image, write_imagenet_lt, write_inat, write_jpeg_tree, write_tiny
 
 TINY = ["--recipe", "digits", "--losses", "ce,graloss", "--seeds", "2", "--methods", "crt,glag+AD+KD",
         "--extract-args", "--epochs 1 --threads 1", "--jobs", "1"]
@@ -270,12 +270,16 @@ PAPER = {
     "cifar100-paper": (write_cifar100_fixture, ["--im", "1"], "--val-per-class 1 --batch-size 100"),
     "imagenet-lt-paper": (lambda r: write_imagenet_lt(r / "imagenet-lt", r / "imagenet-lt"), [], "--batch-size 2"),
     "inat-paper": (write_inat_fixture, [], "--batch-size 4"),
+    "cifar10-jpeg-cpu": (lambda r: write_jpeg_tree(r / "cifar10-jpeg", n_train=3), ["--im", "1"],
+                         "--val-per-class 1 --batch-size 4"),
+    "cifar10-jpeg-gpu": (lambda r: write_jpeg_tree(r / "cifar10-jpeg", n_train=3), ["--im", "1"],
+                         "--val-per-class 1 --batch-size 4"),
     "tiny-imagenet-gpu": (lambda r: write_tiny(r / "tiny-imagenet-202", n_train=3), ["--im", "1"],
                           "--val-per-class 1 --batch-size 4"),
     "tiny-imagenet-cpu": (lambda r: write_tiny(r / "tiny-imagenet-202", n_train=3), ["--im", "1"],
                           "--val-per-class 1 --batch-size 4"),
 }
-BACKBONE = {"cifar100-paper": "resnet32", "imagenet-lt-paper": "resnet10", "inat-paper": "resnet50",
+BACKBONE = {"cifar10-jpeg-cpu": "resnet32", "cifar10-jpeg-gpu": "resnet32", "cifar100-paper": "resnet32", "imagenet-lt-paper": "resnet10", "inat-paper": "resnet50",
             "tiny-imagenet-gpu": "resnet10", "tiny-imagenet-cpu": "resnet32"}
 
 
