@@ -58,11 +58,11 @@ def main(**cfg):
 def check_tail_options(ctx, rule: str) -> None:
     """A rule's own option given with another rule would be silently ignored: refuse it instead."""
     from click.core import ParameterSource
-    for name in ("tail_max_count", "tail_fraction"):
-        wanted = name[len("tail_"):].replace("_", "-")
-        if wanted != rule and ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
-            raise GlagError(f"--{name.replace('_', '-')} applies to --tail {wanted} only "
-                                   f"(the rule is {rule}); add --tail {wanted} or drop it")
+    for other in TAIL_RULES:
+        option = "tail_" + other.replace("-", "_")
+        if other != rule and ctx.get_parameter_source(option) is ParameterSource.COMMANDLINE:
+            raise GlagError(f"--tail-{other} applies to --tail {other} only (the rule is {rule}); "
+                            f"add --tail {other} or drop it")
 
 
 def run(bank, cfg: dict, dry_run=False, force=False):

@@ -1,8 +1,7 @@
 """Which classes are tail classes (the paper does not define them).
 
-Rules are registered by name; `--tail` offers them. A rule's own option, if it
-has one, is `tail_<rule name>` in the config (e.g. `--tail-max-count` for
-"max-count").
+Rules are registered by name; `--tail` offers them. A rule's own option is
+`tail_<rule name>` in the config (e.g. `--tail-max-count` for "max-count").
 Whatever the rule, empty classes and the largest classes are never tail
 classes: there is nothing to calibrate, or no class with more samples to
 calibrate from (on small datasets every class can have N_k <= 100).
@@ -47,7 +46,7 @@ def tail_mask(counts, rule: str, cfg: dict, allow_empty: bool = False) -> np.nda
     if rule not in TAIL_RULES:
         raise GlagError(f"--tail {rule!r}: choose from {sorted(TAIL_RULES)}")
     counts = np.asarray(counts, np.int64)
-    mask = TAIL_RULES[rule](counts, cfg.get("tail_" + rule.replace("-", "_"))) & (counts < counts.max())
+    mask = TAIL_RULES[rule](counts, cfg["tail_" + rule.replace("-", "_")]) & (counts < counts.max())
     if not mask.any() and not allow_empty:
         raise GlagError(f"--tail {rule}: no class is a tail class with these counts "
                         f"(min {int(np.min(counts))}, max {int(np.max(counts))}); raise the threshold")
