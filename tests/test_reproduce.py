@@ -265,22 +265,27 @@ def write_inat_fixture(root):
         save_image(base / "train_val2018" / "x" / f"{i}.jpg", COLOURS[i % 3])
 
 
+def write_cifar10_jpeg_fixture(root):
+    write_jpeg_tree(root / "cifar10-jpeg", n_train=3)
+
+
+def write_tiny_fixture(root):
+    write_tiny(root / "tiny-imagenet-202", n_train=3)
+
+
 # recipe -> (fixture writer, reproduce options, glag-extract options making one epoch exactly one step)
 PAPER = {
     "cifar100-paper": (write_cifar100_fixture, ["--im", "1"], "--val-per-class 1 --batch-size 100"),
     "imagenet-lt-paper": (lambda r: write_imagenet_lt(r / "imagenet-lt", r / "imagenet-lt"), [], "--batch-size 2"),
     "inat-paper": (write_inat_fixture, [], "--batch-size 4"),
-    "cifar10-jpeg-cpu": (lambda r: write_jpeg_tree(r / "cifar10-jpeg", n_train=3), ["--im", "1"],
-                         "--val-per-class 1 --batch-size 4"),
-    "cifar10-jpeg-gpu": (lambda r: write_jpeg_tree(r / "cifar10-jpeg", n_train=3), ["--im", "1"],
-                         "--val-per-class 1 --batch-size 4"),
-    "tiny-imagenet-gpu": (lambda r: write_tiny(r / "tiny-imagenet-202", n_train=3), ["--im", "1"],
-                          "--val-per-class 1 --batch-size 4"),
-    "tiny-imagenet-cpu": (lambda r: write_tiny(r / "tiny-imagenet-202", n_train=3), ["--im", "1"],
-                          "--val-per-class 1 --batch-size 4"),
+    **{name: (write_cifar10_jpeg_fixture, ["--im", "1"], "--val-per-class 1 --batch-size 4")
+       for name in ("cifar10-jpeg-cpu", "cifar10-jpeg-gpu")},
+    **{name: (write_tiny_fixture, ["--im", "1"], "--val-per-class 1 --batch-size 4")
+       for name in ("tiny-imagenet-cpu", "tiny-imagenet-gpu")},
 }
-BACKBONE = {"cifar10-jpeg-cpu": "resnet32", "cifar10-jpeg-gpu": "resnet32", "cifar100-paper": "resnet32", "imagenet-lt-paper": "resnet10", "inat-paper": "resnet50",
-            "tiny-imagenet-gpu": "resnet10", "tiny-imagenet-cpu": "resnet32"}
+BACKBONE = {"cifar10-jpeg-cpu": "resnet32", "cifar10-jpeg-gpu": "resnet32", "cifar100-paper": "resnet32",
+            "imagenet-lt-paper": "resnet10", "inat-paper": "resnet50", "tiny-imagenet-gpu": "resnet10",
+            "tiny-imagenet-cpu": "resnet32"}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
