@@ -6,12 +6,15 @@ extracted under --data-root) with the same batch size and augmentation
 
   glag       uint8 images in memory, whole-batch tensor crop/flip, channels_last
              (extract.loaders / extract.augment / extract.trainer, the real code path),
-             in fp32 (the default on CPU) and with --amp bf16 (AMX / AVX512-BF16 CPUs)
+             in fp32 (the default on CPU), with --amp bf16 (AMX / AVX512-BF16 CPUs), and
+             each of those with --compile (torch.compile; needs a C++ compiler, warms up once)
   reference  what peer repos do: NCHW model, per-image PIL transforms
              (RandomCrop, RandomHorizontalFlip, ToTensor, Normalize) in a torch
              DataLoader over in-memory arrays (torchvision's CIFAR dataset style)
 
-Rounds of the loops alternate; the median and the best round are reported (on
+Each loop runs in its own process (GLAG's set up as glag-extract sets itself up,
+the reference with the default allocator), and rounds alternate between them;
+the median and the best round are reported (on
 a shared machine the best round is the least disturbed one).
 Then the dump: rows/s of extract.dump.dump_bank over all splits and the bank's size.
 Writes bench/results/extract.json and extract.md.
@@ -19,6 +22,7 @@ Writes bench/results/extract.json and extract.md.
     python bench/bench_extract.py --data-root ./datasets      # after extracting cifar10-jpeg.tar.gz there
 """
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -39,6 +43,7 @@ from extract.loaders import Images, epoch_order, seeded, split_batches
 from extract.losses import build_loss
 from extract.pipeline import resolve_config
 from extract.distributed import Context
+from extract.hostmem import keep_freed_memory
 from extract.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,8 +63,17 @@ def endless(make_iter):
         yield from make_iter()
 
 
-def glag_loop(data, cfg, amp: str):
+# GLAG's loops: name -> (--amp, --compile); all against the one fp32 NCHW reference
+VARIANTS = {"glag": ("fp32", False), "glag_bf16": ("bf16", False),
+            "glag_compile": ("fp32", True), "glag_bf16_compile": ("bf16", True)}
+LABELS = {"glag": "GLAG: uint8 in memory, batched tensor crop/flip, channels_last (fp32)",
+          "glag_bf16": "GLAG with --amp bf16", "glag_compile": "GLAG with --compile (fp32)",
+          "glag_bf16_compile": "GLAG with --amp bf16 --compile"}
+
+
+def glag_loop(data, cfg, amp: str, compile: bool = False):
     """(step_fn, batch iterator) of GLAG's training path on the LT train split (amp: fp32 or bf16)."""
+    cfg = dict(cfg, compile=compile)
     torch.manual_seed(0)
     model = Classifier(build_backbone("resnet32", 3, 32), data.num_classes).to(memory_format=torch.channels_last)
     images = Images(data.train, 3, 32)
@@ -91,7 +105,8 @@ def reference_loop(data, cfg, workers: int):
     model = Classifier(build_backbone("resnet32", 3, 32), data.num_classes)          # NCHW
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     loader = torch.utils.data.DataLoader(PeerCifar(), batch_size=cfg["batch_size"], shuffle=True,
-                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+                                         multiprocessing_context="fork" if workers else None)  # as on Linux
 
     def step(batch):
         x, y = batch
@@ -103,26 +118,64 @@ def reference_loop(data, cfg, workers: int):
     return step, endless(lambda: iter(loader))
 
 
-def compare(data, cfg, steps: int, warmup: int, rounds: int, workers: int) -> dict:
-    """Alternate rounds of the loops so that load from other processes hits all alike.
+def prepare(data_root, im: float, batch_size: int, threads: int):
+    """(long-tailed data, resolved config): the same in the parent and in every loop's process."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as glag-extract does (it matters for the dump, not for training)
+    raw = load_dataset("cifar10-jpeg", data_root)
+    data = make_long_tail(raw, "exp", im, 20, seed=0)
+    options = dict(dataset="cifar10-jpeg", loss="ce", out=None, batch_size=batch_size, epochs=200, lr=0.1,
+                   warmup_epochs=5, momentum=None, weight_decay=None, sampler=None, crop_pad=None, flip=None,
+                   cutout=None, seed=0, compile=False, dump_batch_size=256, groups=None, threads=threads,
+                   workers=0, preload_mb=0, backbone="resnet32", im=im, profile=None, val_per_class=None)
+    return data, resolve_config(options, raw)
+
+
+def loop_process(name: str, conn, setup: dict, warmup: int, workers: int):
+    """One loop in its own process: GLAG's set up as glag-extract sets up its process, the
+    reference as a peer script runs (default allocator). Answers "run n steps" with images/s."""
+    if name != "reference":
+        keep_freed_memory()
+    data, cfg = prepare(**setup)
+    step, batches = (reference_loop(data, cfg, workers) if name == "reference"
+                     else glag_loop(data, cfg, *VARIANTS[name]))
+    started = time.perf_counter()
+    timed(step, batches, warmup)                      # compiles the --compile loops
+    conn.send(time.perf_counter() - started)
+    while (steps := conn.recv()) is not None:
+        conn.send(timed(step, batches, steps))
+
+
+def compare(setup: dict, steps: int, warmup: int, rounds: int, workers: int) -> dict:
+    """Each loop in its own process (allocator state and settings are per process, as in real runs);
+    rounds alternate between them so that load from other processes hits all alike.
 
     Returns the median and the best round per loop: on a shared machine the best
     round is the one least disturbed by other processes.
     """
-    loops = {"glag": glag_loop(data, cfg, "fp32"), "glag_bf16": glag_loop(data, cfg, "bf16"),
-             "reference": reference_loop(data, cfg, workers)}
-    rates = {name: [] for name in loops}
-    for step, batches in loops.values():
-        timed(step, batches, warmup)
-    for r in range(rounds):
-        for name, (step, batches) in loops.items():
-            rates[name].append(round(timed(step, batches, steps), 1))
-            click.echo(f"round {r}: {name} {rates[name][-1]} img/s", err=True)
+    mp = multiprocessing.get_context("spawn")
+    procs, conns = {}, {}
+    for name in [*VARIANTS, "reference"]:
+        conns[name], child = mp.Pipe()
+        procs[name] = mp.Process(target=loop_process, args=(name, child, setup, warmup, workers))
+        procs[name].start()                            # not a daemon: the reference's DataLoader forks
+        click.echo(f"warm-up {name}: {conns[name].recv():.1f} s", err=True)   # one warms up at a time
+    rates = {name: [] for name in procs}
+    try:
+        for r in range(rounds):
+            for name, conn in conns.items():
+                conn.send(steps)
+                rates[name].append(round(conn.recv(), 1))
+                click.echo(f"round {r}: {name} {rates[name][-1]} img/s", err=True)
+    finally:
+        for name, conn in conns.items():
+            conn.send(None)
+            procs[name].join()
     out = {"rounds": rates}
     for stat, fn in (("median", np.median), ("best", np.max)):
         v = {name: float(fn(r)) for name, r in rates.items()}
-        out[stat] = dict(v, ratio=round(v["glag"] / v["reference"], 2),
-                         ratio_bf16=round(v["glag_bf16"] / v["reference"], 2))
+        out[stat] = dict(v, ratios={name: round(v[name] / v["reference"], 2) for name in VARIANTS})
     return out
 
 
@@ -152,18 +205,11 @@ def dump_rate(data, cfg) -> dict:
 @click.option("--out", type=click.Path(file_okay=False), default=str(RESULTS), show_default="bench/results")
 def main(data_root, im, batch_size, steps, rounds, warmup, workers, threads, out):
     """Measure stage-one training and dump throughput on CIFAR-10-LT (CPU)."""
-    if threads:
-        torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)  # as glag-extract does (it matters for the dump, not for training)
-    raw = load_dataset("cifar10-jpeg", data_root)
-    data = make_long_tail(raw, "exp", im, 20, seed=0)
-    options = dict(dataset="cifar10-jpeg", loss="ce", out=None, batch_size=batch_size, epochs=200, lr=0.1,
-                   warmup_epochs=5, momentum=None, weight_decay=None, sampler=None, crop_pad=None, flip=None,
-                   cutout=None, seed=0, compile=False, dump_batch_size=256, groups=None, threads=threads,
-                   workers=0, preload_mb=0, backbone="resnet32", im=im, profile=None, val_per_class=None)
-    cfg = resolve_config(options, raw)
+    keep_freed_memory()                                # this process runs the dump, as glag-extract
+    setup = dict(data_root=data_root, im=im, batch_size=batch_size, threads=threads)
+    data, cfg = prepare(**setup)
     load = [os.getloadavg()[0]]
-    train = compare(data, cfg, steps, warmup, rounds, workers)
+    train = compare(setup, steps, warmup, rounds, workers)
     dump = dump_rate(data, cfg)
     load.append(os.getloadavg()[0])
     result = {
@@ -187,13 +233,13 @@ def write(out: Path, r: dict):
           f"batch {s['batch_size']}, {s['rounds']} alternating rounds of {s['steps']} steps "
           f"(after {s['warmup']} untimed).\n"
           f"1-min load average before/after: {m['load_avg_1min'][0]:.2f} / {m['load_avg_1min'][1]:.2f}.\n\n"
-          "| loop | median images/s | best round |\n|---|---|---|\n"
-          f"| GLAG: uint8 in memory, batched tensor crop/flip, channels_last (fp32) | {md['glag']} | {bt['glag']} |\n"
-          f"| GLAG with --amp bf16 | {md['glag_bf16']} | {bt['glag_bf16']} |\n"
-          f"| reference: NCHW, per-image PIL transforms, DataLoader x{s['reference_workers']} (fp32) | "
-          f"{md['reference']} | {bt['reference']} |\n\n"
-          f"GLAG / reference: {md['ratio']}x median, {bt['ratio']}x best round; "
-          f"with --amp bf16: {md['ratio_bf16']}x median, {bt['ratio_bf16']}x best round.\n\n"
+          "| loop | median images/s | best round | / reference (median) | / reference (best) |\n"
+          "|---|---|---|---|---|\n"
+          + "".join(f"| {LABELS[n]} | {md[n]} | {bt[n]} | {md['ratios'][n]}x | {bt['ratios'][n]}x |\n"
+                    for n in VARIANTS)
+          + f"| reference: NCHW, per-image PIL transforms, DataLoader x{s['reference_workers']} (fp32) | "
+          f"{md['reference']} | {bt['reference']} | 1x | 1x |\n\n"
+          "Ratios are per round type over the reference's figure of the same statistic, from one run.\n\n"
           f"Feature dump: {d['rows']} rows in {d['seconds']} s = {d['rows_per_s']} rows/s; "
           f"bank {d['bank_mb']} MB ({d['bytes_per_row']} bytes/row).\n")
     (out / "extract.md").write_text(md)

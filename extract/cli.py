@@ -9,6 +9,7 @@ A rerun continues from the checkpoint beside the bank (--no-resume starts over).
 import click
 
 from data.cliutil import friendly_errors
+from extract.hostmem import keep_freed_memory
 from extract.options import apply_options
 from extract.pipeline import run_extract
 
@@ -18,6 +19,7 @@ from extract.pipeline import run_extract
 @friendly_errors
 def main(**options):
     """Train stage one on a long-tailed dataset and write its feature bank (runs/<dataset>/bank.h5)."""
+    keep_freed_memory()
     run_extract(options)
 
 

@@ -1,5 +1,9 @@
 """Stage one: glag-extract end to end on digits, its bad-input errors, and its building blocks."""
 import math
+import platform
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,6 +145,38 @@ def test_bf16_autocast_on_cpu_is_recorded(tmp_path):
         W, b = bank.head                                     # logits stay W f + b of the stored rows
         rows = bank.load("test", ("features", "logits"))
         np.testing.assert_allclose(rows["features"] @ W.T + b, rows["logits"], rtol=1e-4, atol=1e-4)
+
+
+def _epoch_loss(output):
+    return float(re.search(r"epoch 0/0 loss ([0-9.]+)", output).group(1))
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    """--compile (torch.compile, static shapes: the smaller last batch gets its own graph) trains
+    like eager mode: the same epoch loss up to the fused kernels' rounding."""
+    eager, compiled = tmp_path / "eager.h5", tmp_path / "compiled.h5"
+    runs = [extract("--epochs", "1", "--out", out, *flag) for out, flag in ((eager, ()), (compiled, ("--compile",)))]
+    for result in runs:
+        assert result.exit_code == 0, result.output
+    assert _epoch_loss(runs[1].output) == pytest.approx(_epoch_loss(runs[0].output), rel=0.02)
+    with Bank(compiled) as bank:
+        assert bank.config["compile"] is True and np.isfinite(bank.load("test")["features"]).all()
+
+
+def test_compile_without_a_cpp_compiler_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))                # no g++, c++ or clang++ here
+    monkeypatch.delenv("CXX", raising=False)
+    out = tmp_path / "bank.h5"
+    line = _one_error_line(extract("--epochs", "1", "--compile", "--out", out))
+    assert "--compile" in line and "C++ compiler" in line
+    assert not out.exists()
+
+
+def test_freed_memory_is_kept_in_a_fresh_process():
+    """keep_freed_memory() is process-wide, so it is tried in a child: glibc takes all three settings."""
+    code = "from extract.hostmem import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ("True" if platform.libc_ver()[0] == "glibc" else "False")
 
 
 @pytest.mark.gpu
