@@ -9,6 +9,7 @@ import click
 from data.datasets import ALIASES, DATASETS, canonical_name
 from data.longtail import PROFILES
 from data.splits import RULES
+from extract.augment import AUTOAUGMENT
 from extract.backbones import BACKBONES
 from extract.distributed import AMP, DEVICES
 from extract.loaders import SAMPLERS
@@ -65,6 +66,8 @@ OPTIONS = [
     _opt("--crop-pad", type=int, default=None, help="Zero padding before the random crop (pad recipes)."),
     _opt("--flip/--no-flip", default=None, help="Random horizontal flips."),
     _opt("--cutout", type=int, default=None, help="Cutout square side in pixels; 0 = off."),
+    _opt("--autoaugment", type=click.Choice(AUTOAUGMENT), default=None,
+         help="AutoAugment policy applied per image after crop/flip; none = off."),
     _opt("--seed", type=int, default=0, help="Seed of initialisation, batch order and augmentation."),
     _opt("--device", type=click.Choice(DEVICES), default="auto", help="auto = CUDA when present."),
     _opt("--amp", type=click.Choice(AMP), default="auto",

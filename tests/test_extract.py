@@ -11,8 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from data.bank import Bank
-from extract.augment import BatchTransform, cutout, random_crop_flip
-from extract.checkpoint import checkpoint_path
+from data.errors import GlagError
+from extract.augment import BatchTransform, auto_augment, cutout, random_crop_flip
+from extract.checkpoint import check_compatible, checkpoint_path
 from extract.cli import main
 from extract.loaders import epoch_order, seeded, shard, split_batches
 from extract.recipes import RECIPES, register_recipe, resolve
@@ -217,6 +218,34 @@ def test_transform_normalises_into_channels_last():
     x = BatchTransform(cfg, 32, train=False)(images)
     assert x.shape == (4, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(x, torch.ones_like(x))
+
+
+def test_autoaugment_draws_a_sub_policy_per_image_from_the_run_generator():
+    image = torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8).expand(64, -1, -1, -1)
+    global_state = torch.get_rng_state()
+    a = auto_augment(image, "cifar10", torch.Generator().manual_seed(5))
+    b = auto_augment(image, "cifar10", torch.Generator().manual_seed(5))
+    c = auto_augment(image, "cifar10", torch.Generator().manual_seed(6))
+    assert a.shape == image.shape and a.dtype == torch.uint8
+    assert torch.equal(a, b) and not torch.equal(a, c)           # fixed by the run's generator alone
+    assert torch.equal(torch.get_rng_state(), global_state)      # torch's global stream is untouched
+    distinct = {bytes(x.numpy().tobytes()) for x in a}
+    assert len(distinct) > 8                                      # 64 copies, many different sub-policies
+
+
+def test_autoaugment_option_trains_and_is_recorded(tmp_path):
+    out = tmp_path / "bank.h5"
+    result = extract("--epochs", "1", "--autoaugment", "svhn", "--out", out)
+    assert result.exit_code == 0, result.output
+    with Bank(out) as bank:
+        assert bank.config["autoaugment"] == "svhn"
+
+
+def test_checkpoints_from_before_autoaugment_still_resume():
+    saved = {"epochs": 2, "crop_pad": 4}                          # written before the option existed
+    check_compatible("ckpt", saved, dict(saved, autoaugment="none"))
+    with pytest.raises(GlagError, match="autoaugment"):
+        check_compatible("ckpt", saved, dict(saved, autoaugment="cifar10"))
 
 
 def test_cutout_zeroes_one_square_per_image():
