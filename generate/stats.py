@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from data.errors import GlagError
-from data.tukey import tukey_transform
+from data.tukey import tukey_transform_
 from generate.parallel import ordered_map, parallel_classes
 
 
@@ -51,13 +51,20 @@ class ClassMoments:
 
 
 def check_features(x: np.ndarray, lam: float, where: str):
-    """Refuse rows the transform cannot take; `where` names the file for the message."""
-    if not np.isfinite(x).all():
+    """Refuse rows the transform cannot take; `where` names the file for the message.
+
+    One min/max pass finds all three faults: a NaN makes both NaN, an Inf is an extreme,
+    and a negative value is the minimum."""
+    if x.size == 0:
+        return
+    own = x if x.flags.writeable and x.flags.c_contiguous else np.array(x)   # torch wants a writable buffer
+    lo, hi = (float(v) for v in torch.aminmax(torch.from_numpy(own)))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise GlagError(f"{where}: NaN or Inf in the train features; the bank is unusable, "
                         "rebuild it with `make features` (the backbone diverged)")
     fractional = lam != 1 and (lam == 0 or lam != int(lam))
-    if fractional and (x < 0).any():
-        raise GlagError(f"{where}: negative features (min {x.min():.3g}) cannot take Tukey lambda {lam}; "
+    if fractional and lo < 0:
+        raise GlagError(f"{where}: negative features (min {lo:.3g}) cannot take Tukey lambda {lam}; "
                         "use --tukey 1 (no transform) or a bank of post-ReLU features")
 
 
@@ -68,11 +75,11 @@ def _prepare(item, lam: float, where: str, C: int):
     if len(labels) and (labels.min() < 0 or labels.max() >= C):
         raise GlagError(f"{where}: train label {int(labels.max())} outside 0..{C - 1}; the bank is damaged")
     check_features(x, lam, where)
-    x = np.ascontiguousarray(tukey_transform(x, lam), dtype=np.float32)
     order = np.argsort(labels, kind="stable")
     lab = labels[order]
     starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]) if len(lab) else np.zeros(0, np.int64)
-    return x[order], order + start, lab[starts].tolist(), starts.tolist(), np.r_[starts[1:], len(lab)].tolist()
+    grouped = tukey_transform_(x[order], lam)                       # the gather's copy is ours to transform
+    return grouped, order + start, lab[starts].tolist(), starts.tolist(), np.r_[starts[1:], len(lab)].tolist()
 
 
 def _place(buffers, index, fill, prepared):
@@ -123,7 +130,8 @@ def class_moments(chunks, counts, lam: float = 0.5, where: str = "bank", n_jobs:
 
     def centre(k):
         if counts[k]:
-            means[k] = buffers[k].sum(0, dtype=torch.float64) / counts[k]                # Eq. (5), float64 sums
+            sums = np.add.reduce(buffers[k].numpy(), axis=0, dtype=np.float64)      # numpy: no float64 copy
+            means[k] = torch.from_numpy(sums) / counts[k]                                # Eq. (5), float64 sums
             buffers[k] -= means[k].float()                                            # x_hat - mu_k, Eq. (6)
 
     parallel_classes(centre, range(C), n_jobs)

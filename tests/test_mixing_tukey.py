@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from data.mixing import mix_rows
-from data.tukey import tukey_inverse, tukey_transform
+from data.tukey import tukey_inverse, tukey_transform, tukey_transform_
 
 
 def test_tukey_lambda_one_is_identity():
@@ -15,6 +15,15 @@ def test_tukey_lambda_one_is_identity():
 def test_tukey_inverse_round_trip(lam):
     x = torch.rand(50, 4) + 0.01
     assert torch.allclose(tukey_inverse(tukey_transform(x, lam), lam), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.25, 1.0, 2.0])
+def test_in_place_tukey_matches_the_plain_one(lam):
+    x = np.random.default_rng(0).random((50, 7)).astype(np.float32)
+    expected = tukey_transform(x.copy(), lam)
+    y = x.copy()
+    assert tukey_transform_(y, lam) is y
+    np.testing.assert_array_equal(y, expected)
 
 
 def test_tukey_inverse_clips_negative_rows():
