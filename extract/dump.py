@@ -12,6 +12,7 @@ import torch
 
 from data.bank import BankWriter
 from data.cliutil import echo_progress
+from data.errors import GlagError
 from data.splits import format_table, group_accuracy, shot_groups
 from extract.augment import BatchTransform
 from extract.distributed import gather_rows
@@ -71,9 +72,13 @@ def dump_bank(model, data, splits: dict, cfg: dict, ctx, out, log=print) -> dict
             writer.set_head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy())
             writer.set_metrics(metrics)
             writer.close()
-    except BaseException:
+    except BaseException as exc:
         if writer is not None:
             writer.abort()
+        if isinstance(exc, torch.OutOfMemoryError):
+            size = cfg["dump_batch_size"]
+            raise GlagError(f"--dump-batch-size {size}: out of memory in the feature dump; try --dump-only "
+                            f"--dump-batch-size {max(1, size // 2)} (training is finished and kept)") from None
         raise
     if ctx.main:
         rows = {f"{cfg['loss']} {s}": metrics[s] for s in ("val", "test") if s in metrics}

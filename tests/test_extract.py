@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from data.bank import Bank
 from data.errors import GlagError
 from extract.augment import BatchTransform, auto_augment, cutout, random_crop_flip
+from extract.backbones import Classifier
 from extract.checkpoint import check_compatible, checkpoint_path
 from extract.cli import main
 from extract.loaders import epoch_order, seeded, shard, split_batches
@@ -171,6 +172,28 @@ def test_compile_without_a_cpp_compiler_is_refused(tmp_path, monkeypatch):
     line = _one_error_line(extract("--epochs", "1", "--compile", "--out", out))
     assert "--compile" in line and "C++ compiler" in line
     assert not out.exists()
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_on_the_first_batch_names_a_batch_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(Classifier, "forward", _out_of_memory)
+    out = tmp_path / "bank.h5"
+    line = _one_error_line(extract("--batch-size", "64", "--out", out))
+    assert "--batch-size 64" in line and "try --batch-size 32" in line
+    assert not out.exists()
+
+
+def test_out_of_memory_in_the_dump_names_a_dump_batch_size(tmp_path, monkeypatch):
+    out = tmp_path / "bank.h5"
+    assert extract("--epochs", "1", "--out", out).exit_code == 0
+    out.unlink()
+    monkeypatch.setattr(Classifier, "features", _out_of_memory)
+    line = _one_error_line(extract("--epochs", "1", "--dump-only", "--dump-batch-size", "100", "--out", out))
+    assert "--dump-batch-size 100" in line and "--dump-batch-size 50" in line
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
 
 
 def test_freed_memory_is_kept_in_a_fresh_process():
