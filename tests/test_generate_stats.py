@@ -18,12 +18,13 @@ def toy(counts=COUNTS, d=D, chunk_rows=7):
     return ToyBank(counts, d, seed=3, chunk_rows=chunk_rows)
 
 
-@pytest.mark.parametrize("lam", [1.0, 0.5])
-def test_moments_match_numpy(lam):
+@pytest.mark.parametrize("lam,n_jobs", [(1.0, 1), (0.5, 1), (0.5, 2)])
+def test_moments_match_numpy(lam, n_jobs):
     bank = toy()
     rows = bank.load()
+    assert (np.diff(rows["labels"]) != 0).sum() > len(COUNTS)       # classes interleave across chunks
     x = tukey_transform(rows["features"].astype(np.float64), lam)
-    m = class_moments(bank.iter_chunks(), bank.train_counts, lam)
+    m = class_moments(bank.iter_chunks(), bank.train_counts, lam, n_jobs=n_jobs)
     for k, n in enumerate(COUNTS):
         if n == 0:
             continue
@@ -33,6 +34,7 @@ def test_moments_match_numpy(lam):
             np.testing.assert_allclose(m.covariance(k).numpy(), np.cov(xk, rowvar=False), atol=2e-6)  # Eq. 6
         # rows keep bank order, and index says which bank row each one is
         assert (np.diff(m.index[k]) > 0).all() and (rows["labels"][m.index[k]] == k).all()
+        np.testing.assert_allclose(m.centred[k].double().numpy() + m.means[k].numpy(), x[m.index[k]], atol=1e-5)
 
 
 def test_single_sample_class_has_zero_covariance():
