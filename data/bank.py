@@ -8,10 +8,14 @@ Layout (DESIGN.md §3, documented in docs/formats.md):
     {train,val,test}/features (N, D) f32, labels (N,) i64, logits (N, C) f32, index (N,) i64
     stage1/classifier/weight (C, D), stage1/classifier/bias (C,)
     stage1 attrs: metrics (JSON)
+    train_views/features (V, N_train, D), train_views/logits (V, N_train, C) (optional),
+        float16 or float32; attrs views (V), dtype   [schema 2 only, optional]
 
 `BankWriter` streams rows in, hashes them as they arrive and renames the temp
 file onto the bank only on success. `Bank` opens read-only (many readers at
 once are fine), validates structure on open and reads whole splits or chunks.
+Schema 2 added the augmented views of the train split; a schema-1 file is a
+schema-2 file without views, so `Bank` reads both.
 """
 import hashlib
 import json
@@ -24,10 +28,14 @@ from data.errors import GlagError
 from data.h5writer import AtomicH5Writer
 from data.provenance import code_version, config_json, now
 
-SCHEMA = "glag-bank/1"
+SCHEMA = "glag-bank/2"
+READABLE = ("glag-bank/1", SCHEMA)   # schema 1 = the same layout without train_views
 SPLITS = ("train", "val", "test")
 FIELDS = ("features", "labels", "logits", "index")
 CHUNK_ROWS = 4096
+VIEWS = "train_views"
+VIEW_FIELDS = ("features", "logits")
+VIEW_DTYPES = ("float16", "float32")
 REQUIRED_ATTRS = ("schema", "dataset", "backbone", "loss", "feature_dim", "num_classes", "config",
                   "created", "code_version", "fingerprint")
 
@@ -42,10 +50,15 @@ class BankWriter(AtomicH5Writer):
             w.set_head(weight, bias); w.set_metrics(metrics)
     """
 
-    def __init__(self, path, *, dataset, backbone, loss, class_names, train_counts, feature_dim, config):
+    def __init__(self, path, *, dataset, backbone, loss, class_names, train_counts, feature_dim, config,
+                 views=0, views_dtype="float16", views_logits=True):
         self.path, self.D, self.C = Path(path), int(feature_dim), len(class_names)
         if len(train_counts) != self.C:
             raise GlagError(f"{path}: {len(train_counts)} train counts for {self.C} classes")
+        if views_dtype not in VIEW_DTYPES or int(views) < 0:
+            raise ValueError(f"views {views} (>= 0) of dtype {views_dtype!r}; choose the dtype from {VIEW_DTYPES}")
+        self.views, self.views_dtype, self.views_logits = int(views), np.dtype(views_dtype), bool(views_logits)
+        self._view_pos = 0  # view rows written so far, over all views: view v holds [v N, (v + 1) N)
         super().__init__(self.path)
         self._hash = {}
         self.h5.attrs.update(schema=SCHEMA, dataset=dataset, backbone=backbone, loss=loss,
@@ -76,6 +89,8 @@ class BankWriter(AtomicH5Writer):
         """Append rows: features (n, D), labels (n,), logits (n, C), index (n,)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        if split == "train" and VIEWS in self.h5:
+            raise ValueError("train rows after its views: write the whole train split first")
         arrays = dict(features=np.asarray(features, np.float32), labels=np.asarray(labels, np.int64),
                       logits=np.asarray(logits, np.float32), index=np.asarray(index, np.int64))
         n = len(arrays["labels"])
@@ -92,6 +107,51 @@ class BankWriter(AtomicH5Writer):
             g[name][start:] = arr
             self._digest(f"{split}/{name}", np.ascontiguousarray(arr).tobytes())
 
+    def _views_group(self):
+        """train_views/, created at the first view row: (V, N, D) features and (V, N, C) logits."""
+        if VIEWS in self.h5:
+            return self.h5[VIEWS]
+        if self.views < 1 or "train" not in self.h5:
+            raise ValueError("view rows need a writer made with views >= 1 and the train split written first")
+        N = self.h5["train/labels"].shape[0]
+        g = self.h5.create_group(VIEWS)
+        g.attrs.update(views=self.views, dtype=self.views_dtype.name)
+        for name, width in (("features", self.D), ("logits", self.C))[: 2 if self.views_logits else 1]:
+            # one view per chunk, <= 4 MiB: a reader of the first k views touches only those
+            rows = min(CHUNK_ROWS, max(1, N), max(1, 2 ** 22 // (self.views_dtype.itemsize * width)))
+            g.create_dataset(name, shape=(self.views, N, width), dtype=self.views_dtype, chunks=(1, rows, width))
+        return g
+
+    def add_view_rows(self, view, features, logits=None):
+        """Append rows of augmented view `view` of the train split, in the train split's row order.
+
+        Views are written one after the other (view 0's N rows, then view 1's ...), after the
+        whole train split. features (n, D); logits (n, C) exactly when the writer keeps view logits.
+        """
+        g = self._views_group()
+        N = g["features"].shape[1]
+        arrays = {"features": np.asarray(features, np.float32)}
+        if (logits is None) == self.views_logits:
+            raise ValueError(f"view logits {'missing' if self.views_logits else 'given'}: the writer was made "
+                             f"with views_logits={self.views_logits}")
+        if logits is not None:
+            arrays["logits"] = np.asarray(logits, np.float32)
+        n, pos = len(arrays["features"]), self._view_pos
+        if view != pos // N or pos % N + n > N:
+            raise ValueError(f"view rows out of order: got {n} rows of view {view}, the writer is at row "
+                             f"{pos % N} of view {pos // N} ({N} rows per view)")
+        for name, arr in arrays.items():
+            if arr.shape != (n, self.D if name == "features" else self.C):
+                raise ValueError(f"view {name} of shape {arr.shape}; expected ({n}, {g[name].shape[2]})")
+            with np.errstate(over="ignore"):
+                stored = arr.astype(self.views_dtype)
+            if not np.isfinite(stored).all():   # float16 overflows above 65504
+                raise GlagError(f"--views-dtype {self.views_dtype.name}: non-finite view {name} in view {view}; "
+                                "use --views-dtype float32 (or check the backbone)")
+            g[name][view, pos % N:pos % N + n] = stored
+            self._digest(f"{VIEWS}/{name}", stored.tobytes())
+        self._view_pos = pos + n
+
     def set_head(self, weight, bias):
         w, b = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
         if w.shape != (self.C, self.D) or b.shape != (self.C,):
@@ -106,6 +166,9 @@ class BankWriter(AtomicH5Writer):
     def close(self):
         missing = [s for s in ("train", "test") if s not in self.h5] + \
                   ([] if "stage1/classifier/weight" in self.h5 else ["stage1/classifier"])
+        expected = self.views * (self.h5["train/labels"].shape[0] if "train" in self.h5 else 0)
+        if self._view_pos != expected:
+            missing.append(f"{VIEWS} ({self._view_pos} of {expected} rows)")
         if missing:
             self.abort()
             raise GlagError(f"{self.path}: bank not written, missing {missing}")
@@ -117,10 +180,12 @@ class BankWriter(AtomicH5Writer):
 
 
 class Bank:
-    """A feature bank opened read-only.
+    """A feature bank opened read-only (schema 1 or 2).
 
     Attributes: path, fingerprint, config (dict), dataset, backbone, loss,
-    class_names (list), train_counts (C,), num_classes, feature_dim, splits.
+    class_names (list), train_counts (C,), num_classes, feature_dim, splits,
+    views (V augmented views of the train split, 0 without), views_dtype
+    ("float16"/"float32", None without views), has_view_logits.
     """
 
     def __init__(self, path):
@@ -140,13 +205,17 @@ class Bank:
         self.class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in self.h5["classes/names"][:]]
         self.train_counts = self.h5["classes/train_counts"][:]
         self.splits = tuple(s for s in SPLITS if s in self.h5)
+        g = self.h5.get(VIEWS)
+        self.views = int(g.attrs["views"]) if g is not None else 0
+        self.views_dtype = str(g.attrs["dtype"]) if g is not None else None
+        self.has_view_logits = g is not None and "logits" in g
 
     def _validate(self):
         a = self.h5.attrs
         schema = a.get("schema")
-        if schema != SCHEMA:
+        if schema not in READABLE:
             self.h5.close()
-            raise GlagError(f"{self.path}: schema {schema!r}, this GLAG reads {SCHEMA!r}; "
+            raise GlagError(f"{self.path}: schema {schema!r}, this GLAG reads {' and '.join(map(repr, READABLE))}; "
                             "rebuild the bank with this version's `make features`")
         missing = [k for k in REQUIRED_ATTRS if k not in a]
         if missing or not a.get("complete", False):
@@ -162,6 +231,20 @@ class Bank:
             if bad:
                 self.h5.close()
                 raise GlagError(f"{self.path}: {split}/{bad} have wrong shapes; the bank is damaged, rebuild it")
+        if VIEWS in self.h5:
+            self._validate_views(C, D)
+
+    def _validate_views(self, C, D):
+        """train_views: (V, N_train, D) features, optional (V, N_train, C) logits, all of the group's dtype."""
+        g = self.h5[VIEWS]
+        V, dtype = int(g.attrs.get("views", 0)), g.attrs.get("dtype")
+        N = self.h5["train/labels"].shape[0] if "train" in self.h5 else -1
+        shapes = {"features": (V, N, D), "logits": (V, N, C)}
+        bad = [f for f in g if f not in shapes or g[f].shape != shapes[f] or g[f].dtype.name != dtype]
+        if V < 1 or dtype not in VIEW_DTYPES or "features" not in g or bad:
+            self.h5.close()
+            raise GlagError(f"{self.path}: {VIEWS}/{bad or ['features']} have wrong shapes or dtypes (views {V}, "
+                            f"dtype {dtype!r}, {N} train rows); the bank is damaged, re-dump it with --dump-only")
 
     def rows(self, split) -> int:
         return self.h5[self._need(split)]["labels"].shape[0]
@@ -181,6 +264,45 @@ class Bank:
         g, n = self.h5[self._need(split)], self.rows(split)
         for start in range(0, n, chunk_rows):
             yield start, {f: g[f][start:start + chunk_rows] for f in fields}
+
+    def _view_request(self, fields, count):
+        """Check a request for views; returns (fields, count) with count resolved."""
+        if not self.views:
+            raise GlagError(f"{self.path}: the bank has no augmented train views; add them from its checkpoint "
+                            f"with `glag-extract --dump-only --views V --out {self.path}`")
+        unknown = [f for f in fields if f not in VIEW_FIELDS]
+        if unknown:
+            raise ValueError(f"unknown view fields {unknown}; choose from {VIEW_FIELDS}")
+        if "logits" in fields and not self.has_view_logits:
+            raise GlagError(f"{self.path}: the bank's views have no logits (dumped with --no-views-logits); "
+                            "compute them as W f + b from the stored head, or re-dump with --views-logits")
+        count = self.views if count is None else int(count)
+        if not 1 <= count <= self.views:
+            raise GlagError(f"{self.path}: {count} views asked for, the bank has {self.views}; re-dump it with "
+                            f"`glag-extract --dump-only --views {max(count, 1)}`")
+        return tuple(fields), count
+
+    def load_views(self, fields=VIEW_FIELDS, count=None) -> dict:
+        """The first `count` (None = all) augmented views of the train split, as float32.
+
+        Returns:
+            {"features": (count, N_train, D), "logits": (count, N_train, C)}, the fields asked for;
+            row i of every view is an augmented copy of train row i (same label and index).
+        """
+        fields, count = self._view_request(fields, count)
+        out = {}
+        for f in fields:
+            d = self.h5[VIEWS][f]
+            out[f] = np.empty((count,) + d.shape[1:], np.float32)
+            for v in range(count):   # one stored view at a time: the float16 copy stays small
+                out[f][v] = d[v]
+        return out
+
+    def view_bytes(self, count=None, fields=VIEW_FIELDS) -> int:
+        """Bytes the float32 arrays of `load_views(fields, count)` take in memory."""
+        fields, count = self._view_request(fields, count)
+        width = sum(self.feature_dim if f == "features" else self.num_classes for f in fields)
+        return count * self.rows("train") * width * 4
 
     @property
     def head(self):

@@ -8,7 +8,9 @@ AutoAugment (`--autoaugment`, off in every recipe as in the paper's CIFAR
 recipe) runs torchvision's tensor ops image by image on the uint8 crops: each
 image draws its own sub-policy, as the balanced-softmax recipe does with PIL,
 at ~14 ms per batch of 128 32-px images on one CPU core (~10 % of a compiled
-bf16 ResNet-32 step).
+bf16 ResNet-32 step). `mixup` (`--mixup ALPHA`, off in every recipe) mixes the
+finished float batch with a permutation of itself; the trainer mixes the loss
+to match (`mixup_loss`). The feature bank's augmented views never use it.
 """
 import torch
 from torchvision.transforms import v2
@@ -130,3 +132,35 @@ class BatchTransform:
         if self.train and self.cutout:
             x = cutout(x, self.cutout, generator)
         return x
+
+
+def mixup(x, alpha: float, generator: torch.Generator):
+    """Mixup (Zhang et al., ICLR 2018) of a batch with a permutation of itself.
+
+    lambda ~ Beta(alpha, alpha), drawn once per batch as G1 / (G1 + G2) with Gi ~ Gamma(alpha, 1),
+    and the partner permutation, both from `generator` on its own device: a resumed run redraws
+    them exactly, and on CUDA nothing waits for the host.
+    Args:
+        x: (B, C, H, W) float batch, on the generator's device.
+        alpha: Beta concentration, > 0.
+    Returns:
+        (lam * x + (1 - lam) * x[perm] (B, C, H, W) channels_last, lam () float32, perm (B,) int64).
+    """
+    g = generator.device
+    gammas = torch._standard_gamma(torch.full((2,), float(alpha), device=g), generator=generator)
+    # both draws can underflow to 0 for tiny alpha: clamping keeps lam finite (0.5 in that case)
+    gammas = gammas.clamp_min(torch.finfo(gammas.dtype).tiny)
+    lam = gammas[0] / gammas.sum()                                                # ()
+    perm = torch.randperm(len(x), generator=generator, device=g)                 # (B,)
+    mixed = lam * x + (1 - lam) * x[perm]
+    return mixed.contiguous(memory_format=torch.channels_last), lam, perm
+
+
+def mixup_loss(loss_fn, logits, labels, lam, perm):
+    """lam * loss(z, y) + (1 - lam) * loss(z, y[perm]): the mixup objective for any stage-one loss.
+
+    Args:
+        loss_fn: (logits (B, C), labels (B,)) -> scalar, e.g. a member of extract.losses.LOSSES.
+        logits: (B, C) of the mixed batch; labels: (B,) of the unmixed one; lam: () tensor or float.
+    """
+    return lam * loss_fn(logits, labels) + (1 - lam) * loss_fn(logits, labels[perm])

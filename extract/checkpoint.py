@@ -15,11 +15,13 @@ from data.errors import GlagError
 from data.provenance import code_version, config_json
 
 FORMAT = STAGE_ONE_FORMAT
-# Options that do not change what is trained: a resume may differ in these.
+# Options that do not change what is trained: a resume may differ in these. The views are only
+# dumped, so a finished checkpoint takes any --views (that is how old banks get views).
 RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
-                          "stop_after_epochs", "workers", "preload_mb", "dump_batch_size"})
+                          "stop_after_epochs", "workers", "preload_mb", "dump_batch_size",
+                          "views", "views_dtype", "views_logits"})
 # Settings added after checkpoints were first written, with the value an older checkpoint trained with.
-ADDED_LATER = {"autoaugment": "none"}
+ADDED_LATER = {"autoaugment": "none", "mixup": 0.0}
 
 
 def checkpoint_path(out):
@@ -55,7 +57,7 @@ def load_checkpoint(path) -> dict:
 def check_compatible(path, saved: dict, cfg: dict) -> None:
     """Refuse to continue a checkpoint trained with other settings, naming them."""
     plain = lambda v: json.loads(json.dumps(v, default=str))  # tuples -> lists, paths -> str; 1 == 1.0
-    saved = {**ADDED_LATER, **saved}
+    saved, cfg = {**ADDED_LATER, **saved}, {**ADDED_LATER, **cfg}   # a missing newer key means its old default
     keys = sorted((set(saved) | set(cfg)) - RUNTIME_KEYS)
     diffs = [f"{k}={saved.get(k)!r} (this run: {cfg.get(k)!r})" for k in keys
              if plain(saved.get(k)) != plain(cfg.get(k))]

@@ -68,6 +68,9 @@ OPTIONS = [
     _opt("--cutout", type=int, default=None, help="Cutout square side in pixels; 0 = off."),
     _opt("--autoaugment", type=click.Choice(AUTOAUGMENT), default=None,
          help="AutoAugment policy applied per image after crop/flip; none = off."),
+    _opt("--mixup", type=click.FloatRange(min=0), default=None,
+         help="Mixup alpha: each batch mixed with a permutation of itself, lambda ~ Beta(alpha, alpha); "
+              "0 = off (MiSLAS's stage one: 1.0 on CIFAR-LT, 0.2 on ImageNet-LT and iNaturalist)."),
     _opt("--seed", type=int, default=0, help="Seed of initialisation, batch order and augmentation."),
     _opt("--device", type=click.Choice(DEVICES), default="auto", help="auto = CUDA when present."),
     _opt("--amp", type=click.Choice(AMP), default="auto",
@@ -82,6 +85,13 @@ OPTIONS = [
     _opt("--workers", type=int, default=4, help="Processes decoding image files."),
     _opt("--preload-mb", type=float, default=4096.0, help="Decode file datasets into memory up to this size."),
     _opt("--dump-batch-size", type=int, default=256, help="Batch size of the feature dump."),
+    _opt("--views", type=click.IntRange(min=0), default=0,
+         help="Augmented views of the train split to add to the bank (the training augmentation, seeded; "
+              "with --dump-only, adds them to a finished run)."),
+    _opt("--views-dtype", type=click.Choice(["float16", "float32"]), default="float16",
+         help="Storage type of the views' features and logits."),
+    _opt("--views-logits/--no-views-logits", default=True,
+         help="Store the views' logits; without them stage two computes W f + b from the stored head."),
     _opt("--stop-after-epochs", type=int, default=None, hidden=True, help="Stop after N epochs (tests)."),
 ]
 

@@ -17,7 +17,7 @@ from data.longtail import make_long_tail
 from extract.backbones import Classifier, build_backbone, load_pretrained
 from extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
 from extract.distributed import close_context, init_context
-from extract.dump import dump_bank
+from extract.dump import check_space, dump_bank
 from extract.loaders import Images
 from extract.losses import LOSSES, build_loss, loss_options
 from extract.recipes import recipe_for, resolve
@@ -140,6 +140,8 @@ def _run(options: dict, ctx, log):
     model = build_model(cfg, ctx, fresh=state is None, log=log)
     loss = make_loss(cfg, data.train_counts, ctx.device)
     splits = load_images(data, cfg, ctx)
+    # the dump checks again; checking now spares a long training whose bank could not be written
+    check_space(out, cfg, model.feature_dim, data.num_classes, {n: len(s) for n, s in splits.items()}, ctx)
     if options["dump_only"]:
         if restore(state, model=model) < cfg["epochs"]:
             raise GlagError(f"--dump-only: {ckpt} holds {state['epoch']}/{cfg['epochs']} epochs; "

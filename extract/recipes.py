@@ -17,7 +17,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BASE = dict(
     backbone="resnet32", epochs=200, batch_size=128, lr=0.1, warmup_epochs=5, momentum=0.9,
     weight_decay=5e-4, sampler="instance", im=100.0, profile="exp", val_per_class=20, groups="auto",
-    crop="pad", crop_pad=4, flip=True, cutout=0, autoaugment="none", mean=CIFAR_MEAN, std=CIFAR_STD, loss_overrides={},
+    crop="pad", crop_pad=4, flip=True, cutout=0, autoaugment="none", mixup=0.0, mean=CIFAR_MEAN, std=CIFAR_STD,
+    loss_overrides={},
     threads=0,  # 0 = torch's default (all cores)
 )
 

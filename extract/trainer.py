@@ -6,7 +6,9 @@ runs before each epoch's first batch (GraLoss's alpha, LDAM's DRW switch). The
 order of rows and the augmentation of epoch e are drawn from generators seeded
 by (seed, e) only, and a checkpoint holds everything else that changes (weights,
 momentum, schedule step), so a resumed run ends with the same weights as an
-uninterrupted one.
+uninterrupted one. With `--mixup ALPHA` > 0 each batch is mixed with a
+permutation of itself (extract.augment.mixup), lambda and the permutation drawn
+from the same augmentation generator, so resume stays exact with mixup too.
 """
 import math
 import os
@@ -17,7 +19,7 @@ import click
 import torch
 
 from data.errors import GlagError
-from extract.augment import BatchTransform
+from extract.augment import BatchTransform, mixup, mixup_loss
 from extract.checkpoint import save_checkpoint
 from extract.distributed import all_reduce_sum, barrier, wrap_model
 from extract.loaders import epoch_order, seeded, shard, split_batches
@@ -134,13 +136,22 @@ class Trainer:
         """One SGD step on a uint8 batch (B, H, W, C); returns [loss * B, hits] on the device."""
         images = images.to(self.ctx.device, non_blocking=True)
         labels = labels.to(self.ctx.device, non_blocking=True)
-        return self._step(self.transform(images, generator), labels)
+        x, mix = self.transform(images, generator), None
+        alpha = self.cfg.get("mixup") or 0.0                                 # absent in older configs
+        if alpha > 0:
+            x, lam, perm = mixup(x, alpha, generator)
+            mix = (lam, perm)
+        return self._step(x, labels, mix)
 
-    def _step(self, x, labels) -> torch.Tensor:
+    def _step(self, x, labels, mix=None) -> torch.Tensor:
+        """SGD step on a (B, C, H, W) batch; `mix` = (lam, perm) when x is a mixup of the batch."""
         try:
             with self.ctx.autocast():
                 logits = self.net(x)                                         # (B, C)
-            loss = self.loss(logits.float(), labels)
+            if mix is None:
+                loss = self.loss(logits.float(), labels)
+            else:
+                loss = mixup_loss(self.loss, logits.float(), labels, *mix)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -151,6 +162,8 @@ class Trainer:
                 raise
             raise GlagError(f"--batch-size {self.cfg['batch_size']}: out of GPU memory on the first batch; "
                             f"try --batch-size {max(1, self.cfg['batch_size'] // 2)}") from None
+        # under mixup the hits still count against y, the majority label only when lam > 1/2, so the
+        # train accuracy shown is a rough signal there (it is not used for anything)
         hits = (logits.argmax(1) == labels).sum()
         return torch.stack([loss.detach().double() * len(labels), hits.double()])  # no host sync per step
 

@@ -91,3 +91,109 @@ def test_find_banks(tmp_path):
     write_tiny_bank(tmp_path / "digits" / "bank.h5")
     write_tiny_bank(tmp_path / "cifar" / "ce" / "bank.h5")
     assert len(find_banks(tmp_path)) == 2
+
+
+# ---- schema 2: augmented views of the train split ----------------------------------------------
+
+def write_viewed_bank(path, V=2, dtype="float16", logits=True, seed=0, C=3, D=4, N=7):
+    """A small bank with V views; view v's rows are train rows + v (so each view is known exactly)."""
+    rng = np.random.default_rng(seed)
+    feats, labels = rng.uniform(0, 2, (N, D)).astype(np.float32), np.arange(N) % C
+    W, b = rng.standard_normal((C, D)).astype(np.float32), np.zeros(C, np.float32)
+    with BankWriter(path, dataset="x", backbone="b", loss="ce", class_names=list("abc")[:C],
+                    train_counts=np.bincount(labels, minlength=C), feature_dim=D, config={"views": V},
+                    views=V, views_dtype=dtype, views_logits=logits) as w:
+        w.add_rows("train", feats, labels, feats @ W.T + b, np.arange(N))
+        w.add_rows("test", feats, labels, feats @ W.T + b, np.arange(N))
+        for v in range(V):
+            for rows in (slice(0, 3), slice(3, N)):                      # any number of appends per view
+                f = feats[rows] + v
+                w.add_view_rows(v, f, f @ W.T + b if logits else None)
+        w.set_head(W, b)
+    return path, feats, W
+
+
+def test_views_round_trip_as_float32(tmp_path):
+    path, feats, W = write_viewed_bank(tmp_path / "b.h5")
+    with Bank(path) as bank:
+        assert bank.h5.attrs["schema"] == SCHEMA == "glag-bank/2"
+        assert bank.views == 2 and bank.views_dtype == "float16" and bank.has_view_logits
+        views = bank.load_views()
+        assert views["features"].shape == (2, 7, 4) and views["logits"].shape == (2, 7, 3)
+        assert views["features"].dtype == np.float32 == views["logits"].dtype
+        for v in range(2):
+            np.testing.assert_allclose(views["features"][v], feats + v, rtol=1e-3)
+            np.testing.assert_allclose(views["logits"][v], (feats + v) @ W.T, rtol=1e-2, atol=1e-2)
+        assert bank.load_views(("features",), count=1)["features"].shape == (1, 7, 4)
+        assert bank.view_bytes() == 2 * 7 * (4 + 3) * 4 and bank.view_bytes(1, ("logits",)) == 7 * 3 * 4
+        with pytest.raises(GlagError, match="--dump-only --views 3"):
+            bank.load_views(count=3)
+
+
+def test_views_without_logits(tmp_path):
+    path, _, _ = write_viewed_bank(tmp_path / "b.h5", V=1, dtype="float32", logits=False)
+    with Bank(path) as bank:
+        assert bank.views == 1 and bank.views_dtype == "float32" and not bank.has_view_logits
+        assert bank.load_views(("features",))["features"].shape == (1, 7, 4)
+        with pytest.raises(GlagError, match="no logits"):
+            bank.load_views(("features", "logits"))
+        with pytest.raises(GlagError, match="no logits"):
+            bank.view_bytes(fields=("logits",))
+
+
+def test_fingerprint_covers_the_views(tmp_path):
+    a = Bank(write_viewed_bank(tmp_path / "a.h5")[0]).fingerprint
+    b = Bank(write_viewed_bank(tmp_path / "b.h5")[0]).fingerprint
+    c = Bank(write_viewed_bank(tmp_path / "c.h5", V=1)[0]).fingerprint
+    d = Bank(write_viewed_bank(tmp_path / "d.h5", dtype="float32")[0]).fingerprint
+    assert a == b and len({a, c, d}) == 3
+
+
+def test_schema_1_bank_still_opens_without_views(tmp_path):
+    """A schema-1 bank is a schema-2 bank without train_views: the same arrays, the same fingerprint."""
+    path = write_tiny_bank(tmp_path / "b.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema"] = "glag-bank/1"
+    with Bank(path) as bank:
+        assert bank.views == 0 and bank.views_dtype is None and not bank.has_view_logits
+        assert bank.load("train")["features"].shape == (137, 8)
+        with pytest.raises(GlagError, match=r"glag-extract --dump-only --views V"):
+            bank.load_views()
+        with pytest.raises(GlagError, match="no augmented train views"):
+            bank.view_bytes(1, ("features",))
+
+
+def test_view_rows_out_of_order_or_missing_are_refused(tmp_path):
+    kwargs = dict(dataset="x", backbone="b", loss="ce", class_names=["a", "b"], train_counts=[2, 1],
+                  feature_dim=3, config={}, views=2)
+    rows = (np.ones((3, 3)), [0, 0, 1], np.zeros((3, 2)), [0, 1, 2])
+    with pytest.raises(GlagError, match=r"train_views \(3 of 6 rows\)"):    # closing without view 1
+        with BankWriter(tmp_path / "a.h5", **kwargs) as w:
+            w.add_rows("train", *rows)
+            with pytest.raises(ValueError, match="out of order"):
+                w.add_view_rows(1, np.ones((3, 3)), np.zeros((3, 2)))    # view 0 first
+            with pytest.raises(ValueError, match="logits missing"):
+                w.add_view_rows(0, np.ones((3, 3)))
+            w.add_view_rows(0, np.ones((3, 3)), np.zeros((3, 2)))
+            with pytest.raises(ValueError, match="after its views"):
+                w.add_rows("train", *rows)
+            w.add_rows("test", *rows)
+            w.set_head(np.zeros((2, 3)), np.zeros(2))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float16_overflow_names_float32(tmp_path):
+    with pytest.raises(GlagError, match="--views-dtype float32"):
+        with BankWriter(tmp_path / "b.h5", dataset="x", backbone="b", loss="ce", class_names=["a"], train_counts=[1],
+                        feature_dim=2, config={}, views=1, views_logits=False) as w:
+            w.add_rows("train", [[1.0, 1.0]], [0], [[0.0]], [0])
+            w.add_view_rows(0, [[1e6, 1.0]])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_view_shapes_refused(tmp_path):
+    path, _, _ = write_viewed_bank(tmp_path / "b.h5")
+    with h5py.File(path, "r+") as f:
+        f["train_views"].attrs["views"] = 3
+    with pytest.raises(GlagError, match="train_views"):
+        Bank(path)

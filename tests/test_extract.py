@@ -97,6 +97,8 @@ def _one_error_line(result):
     (["--im", "0.5"], "--im"),
     (["--graloss-c", "0.5"], "c > 1"),
     (["--epochs", "0"], "--epochs"),
+    (["--views", "-1"], "--views"),
+    (["--mixup", "-0.5"], "--mixup"),
 ])
 def test_bad_options_fail_with_one_line_and_write_nothing(args, needle, tmp_path):
     out = tmp_path / "bank.h5"
@@ -269,6 +271,15 @@ def test_checkpoints_from_before_autoaugment_still_resume():
     check_compatible("ckpt", saved, dict(saved, autoaugment="none"))
     with pytest.raises(GlagError, match="autoaugment"):
         check_compatible("ckpt", saved, dict(saved, autoaugment="cifar10"))
+
+
+def test_checkpoints_from_before_views_and_mixup_still_resume():
+    saved = {"epochs": 2, "autoaugment": "none"}                  # written before the options existed
+    now = dict(saved, mixup=0.0, views=4, views_dtype="float32", views_logits=False)
+    check_compatible("ckpt", saved, now)                         # views are dumped, never trained
+    check_compatible("ckpt", dict(now, views=0), now)
+    with pytest.raises(GlagError, match="mixup"):
+        check_compatible("ckpt", saved, dict(now, mixup=0.2))
 
 
 def test_cutout_zeroes_one_square_per_image():

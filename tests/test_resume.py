@@ -57,3 +57,18 @@ def test_no_resume_starts_over(tmp_path):
     run(out, "--stop-after-epochs", "1")
     log = run(out, "--no-resume", "--epochs", "2")
     assert "epochs 0..1" in log
+
+
+def test_resumed_mixup_run_matches_uninterrupted_run(tmp_path):
+    """Mixup's lambda and partner permutation come from the epoch's augmentation generator, so they resume."""
+    straight, resumed = tmp_path / "a" / "bank.h5", tmp_path / "b" / "bank.h5"
+    mix = ("--epochs", "3", "--mixup", "0.4")
+    log_straight = run(straight, *mix)
+    log_first = run(resumed, *mix, "--stop-after-epochs", "1")
+    log_rest = run(resumed, *mix)
+    assert "epochs 1..2" in log_rest
+    assert epoch_lines(log_first + log_rest) == epoch_lines(log_straight)
+    a, b = load_checkpoint(checkpoint_path(straight)), load_checkpoint(checkpoint_path(resumed))
+    assert a["config"]["mixup"] == b["config"]["mixup"] == 0.4
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6, msg=key)
