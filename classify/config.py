@@ -13,6 +13,8 @@ from data.errors import GlagError
 from data.provenance import config_json
 from data.splits import RULES
 
+from .batches import views_to_use
+
 AUTO = "auto"
 
 # name: (default, help). Kinds: bool -> on/off flag, "auto" defaults -> float or "auto".
@@ -31,6 +33,8 @@ OPTIONS = {
                      "transformed)."),
     "tukey_lambda": (AUTO, "Tukey lambda for --space tukey; auto: the store's, else 0.5."),
     "sampler": ("class", "Batch sampling over real + synthetic rows: class-balanced or instance."),
+    "views": (AUTO, "Augmented train views (glag-extract --views): heads that train draw one per row per epoch; "
+                    "auto: every view the bank holds, 0: the un-augmented rows."),
     "loss": ("ce", "Stage-two loss (loss_CE of Eq. 11), any stage-one loss by name."),
     "epochs": (40, "Generation epochs; epoch e reads the store's block e (cycling)."),
     "batch_size": (512, "Rows per SGD step."),
@@ -42,9 +46,20 @@ OPTIONS = {
     "threads": (0, "CPU threads for torch; 0: one for small heads (D * C < 2^20: threads cost more than they "
                    "give there, and thrash when other processes share the cores), else torch's setting."),
     "groups": ("bank", f"Many/medium/few rule: bank (the bank config's 'groups', else auto) or one of {list(RULES)}."),
-    "ad": (True, "Adaptive beta (AD): per tail class, step beta by the sign of its val-accuracy change."),
+    "ad": (True, "Adaptive beta (AD): move each tail class's beta towards what lowers the val loss (--ad-rule)."),
+    "ad_rule": ("paired", "AD rule: paired (probe heads at beta +/- --ad-delta, balanced val loss) or sign (the old "
+                          "rule: sign of the class's val-accuracy change)."),
+    "ad_delta": (0.1, "paired AD: beta offset of the two probe heads."),
+    "ad_criterion": ("accuracy", "paired AD: what the probes compare on val: accuracy (balanced), soft_error (1 - p_y, "
+                                 "temperature-calibrated) or ce (cross-entropy)."),
+    "ad_momentum": (0.5, "paired AD: weight of the previous epochs' slope in the smoothed slope."),
+    "ad_warmup": (0, "AD: epochs before beta first moves."),
+    "ad_pool": (0.5, "paired AD: share of each class's own slope kept (0: one beta for all tail classes, 1: each "
+                     "class on its own slope)."),
+    "ad_average": (0.5, "AD with --ad-refit: the refit's betas are their mean over this last fraction of the search."),
+    "ad_refit": (True, "AD: after the search, train the head again from its start with the final betas fixed."),
     "beta_init": (AUTO, "Starting beta of every class; auto: the store's beta_init."),
-    "beta_step": (0.05, "AD step size."),
+    "beta_step": (0.05, "AD: the largest move of a beta per epoch."),
     "beta_min": (0.0, "Lower bound of beta."),
     "beta_max": (1.0, "Upper bound of beta."),
     "gamma": (AUTO, "Dispersion gamma added when mixing (Eq. 9); auto: the store's gamma."),
@@ -54,18 +69,21 @@ OPTIONS = {
     "kd_c": (AUTO, "alpha(T) curvature c (Eq. 3); auto: the bank's graloss_c, else 2."),
     "kd_s": (AUTO, "alpha(T) scale s (Eq. 3); auto: the bank's graloss_s, else 1."),
     "lws_init": (1.0, "LWS: starting value of every per-class scale."),
+    "linear_init": ("scratch", "linear head: scratch (cRT: fresh weights) or stage1 (start from the stage-one head)."),
     "tau_norm_taus": ("0:2:0.1", "tau-norm: one tau, or START:STOP:STEP swept on val."),
     "tau_norm_bias": (False, "tau-norm: keep the stage-one bias (Kang et al. drop it)."),
     "ncm_metric": ("cosine", "NCM: cosine or euclidean."),
-    "posthoc_la_taus": ("1.0", "Post-hoc logit adjustment: one tau, or START:STOP:STEP swept on val."),
+    "posthoc_la_taus": ("0:2:0.1", "Post-hoc logit adjustment: one tau, or START:STOP:STEP swept on val."),
     "deploy": (True, "Write model.pt: stage one's backbone (from its checkpoint beside the bank) with this head, "
                      "loadable with extract.backbones.load_deployed."),
     "plots": (True, "Write PNG plots (matplotlib) and the t-SNE of a few classes."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }
 CHOICES = {"space": ("raw", "tukey"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
+           "ad_rule": ("paired", "sign"), "ad_criterion": ("accuracy", "soft_error", "ce"), "linear_init": ("scratch", "stage1"),
            "ncm_metric": ("cosine", "euclidean"), "kd_form": (AUTO, "convex", "linear", "concave")}
 AUTO_FLOATS = ("tukey_lambda", "beta_init", "gamma", "kd_c", "kd_s")
+AUTO_INTS = ("views",)
 
 # What each --method fills in for the options the user did not give.
 _POSTHOC = {"synthetic": False, "ad": False, "kd": False, "epochs": 0}
@@ -76,6 +94,10 @@ PRESETS = {
     "tau_norm": dict(_POSTHOC, head="tau_norm"),
     "ncm": dict(_POSTHOC, head="ncm"),
     "posthoc_la": dict(_POSTHOC, head="posthoc_la"),
+    # MiSLAS's stage two on the bank: the stage-one classifier retrained with label-aware smoothing on
+    # class-balanced rows (its BN shift learning needs images: docs/stage-two.md).
+    "mislas": {"head": "linear", "linear_init": "stage1", "loss": "las", "synthetic": False, "sampler": "class",
+               "ad": False, "kd": False},
 }
 # Keys that name where things go, not what is computed: left out of the run's hash.
 _NOT_HASHED = ("run", "out", "overwrite", "plots", "deploy", "tsne_classes", "device", "threads", "runs_root",
@@ -101,7 +123,8 @@ def _auto(value, fallback):
 def resolve_auto(cfg: dict, bank, store) -> dict:
     """Replace "auto" values by what the bank, the store and the machine say."""
     import torch
-    meta, up = (store.attrs if store is not None else {}), bank.config
+    meta = dict(store.attrs, **getattr(store, "mixing", {})) if store is not None else {}
+    up = bank.config
     out = dict(cfg, store=str(store.path) if store is not None else "")
     out["tukey_lambda"] = _auto(cfg["tukey_lambda"], meta.get("tukey_lambda", 0.5))
     out["beta_init"] = _auto(cfg["beta_init"], meta.get("beta_init", 0.6))
@@ -113,6 +136,7 @@ def resolve_auto(cfg: dict, bank, store) -> dict:
     out["groups"] = str(up.get("groups", "auto")) if cfg["groups"] == "bank" else cfg["groups"]
     if out["groups"] not in RULES:
         out["groups"] = "auto"  # a bank config from elsewhere may name a rule we do not know
+    out["views"] = views_to_use(bank, cfg["views"])
     if cfg["device"] == AUTO:
         out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     out["bank"], out["bank_fingerprint"] = str(bank.path), bank.fingerprint
@@ -127,6 +151,10 @@ def check(cfg: dict, bank) -> None:
     if cfg["ad"] and "val" not in bank.splits:
         raise GlagError(f"--ad: {bank.path} has no val split to adapt beta on; pass --no-ad or rebuild the bank "
                         "with a validation split")
+    from .heads import HEADS, own_options
+    if cfg["space"] == "tukey" and HEADS[cfg["head"]].reuses_stage1(own_options(cfg["head"], cfg)):
+        raise GlagError(f"--space tukey with --head {cfg['head']}: this head applies the stage-one weights, which "
+                        "act on raw features; use --space raw (or --head linear --linear-init scratch)")
     if not cfg["beta_min"] <= cfg["beta_max"]:
         raise GlagError(f"--beta-min {cfg['beta_min']} > --beta-max {cfg['beta_max']}")
     for key in ("epochs", "batch_size"):

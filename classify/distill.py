@@ -1,4 +1,4 @@
-"""The stage-two objective of GLAG (paper Eq. 11) and the adaptive confidence score beta (AD).
+"""The stage-two objective of GLAG (paper Eq. 11); the adaptive beta (AD) is in beta.py.
 
     loss = loss_CE(y, z) + alpha(T) * loss_KD(M1, M2; z)              (Eq. 11)
 
@@ -6,7 +6,6 @@ loss_CE is any loss of `extract.losses.LOSSES` (plain CE by default); the KD
 term is taken on head-class rows only, against the stage-one logits, with
 alpha(T) the same schedule as GraLoss (Eq. 3).
 """
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,50 +62,3 @@ class DistillObjective(nn.Module):
         rows = self.head_classes[target]                                                   # (B,) head rows
         kd = kd_loss(logits[rows], teacher[rows], self.temperature)
         return ce + self.alpha * kd, ce.detach(), kd.detach()                              # Eq. (11)
-
-
-class AdaptiveBeta:
-    """Per-class confidence score beta_k (paper §4.2, 'AD'), updated from validation accuracy.
-
-    After each epoch, for every tail class: beta goes up by `step` when the
-    class's validation accuracy rose since the previous epoch, down by `step`
-    when it fell, and stays when it is equal; always clipped to [lo, hi].
-    The first call only records the accuracy. Non-tail classes keep `init`.
-
-    Args:
-        num_classes: C.
-        tail_classes: (T,) class ids whose beta adapts.
-        init: starting beta (the store's beta_init by default).
-        step, lo, hi: step size and bounds.
-        adaptive: False keeps beta fixed at `init` (the Table 7 rows without AD).
-    """
-
-    def __init__(self, num_classes: int, tail_classes, init: float = 0.6, step: float = 0.05,
-                 lo: float = 0.0, hi: float = 1.0, adaptive: bool = True):
-        if not lo <= hi:
-            raise ValueError(f"beta bounds need lo <= hi, got [{lo}, {hi}]")
-        self.tail = np.asarray(tail_classes, dtype=np.int64)
-        self.values = np.full(num_classes, float(np.clip(init, lo, hi)))                 # (C,) beta_k
-        self.step, self.lo, self.hi, self.adaptive = float(step), float(lo), float(hi), bool(adaptive)
-        self.prev = None
-        self.trajectory = [self.values[self.tail].tolist()]                               # epoch-start betas
-
-    def update(self, val_per_class_acc) -> np.ndarray:
-        """Move the tail betas by the sign of their accuracy change.
-
-        Args:
-            val_per_class_acc: (C,) validation accuracy per class (NaN for classes without rows),
-                or None (no val split): beta is only recorded.
-        Returns:
-            (C,) the new beta values.
-        """
-        if val_per_class_acc is None:
-            self.trajectory.append(self.values[self.tail].tolist())
-            return self.values
-        acc = np.asarray(val_per_class_acc, dtype=np.float64)[self.tail]
-        if self.adaptive and self.prev is not None:
-            change = np.nan_to_num(np.sign(acc - self.prev))                              # +1 up, -1 down, 0 same
-            self.values[self.tail] = np.clip(self.values[self.tail] + self.step * change, self.lo, self.hi)
-        self.prev = acc
-        self.trajectory.append(self.values[self.tail].tolist())
-        return self.values

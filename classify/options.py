@@ -3,7 +3,7 @@ import click
 
 from extract.losses import LOSSES, loss_options
 
-from .config import AUTO, AUTO_FLOATS, CHOICES, OPTIONS, PRESETS
+from .config import AUTO, AUTO_FLOATS, AUTO_INTS, CHOICES, OPTIONS, PRESETS
 from .heads import HEADS
 
 
@@ -20,6 +20,22 @@ class AutoFloat(click.ParamType):
             self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
 
 
+class AutoInt(click.ParamType):
+    """An integer >= 0, or "auto"."""
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if value == AUTO or (isinstance(value, int) and value >= 0):
+            return value
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a whole number nor 'auto'", param, ctx)
+        if number < 0:
+            self.fail(f"{number} is negative; give 0 or more, or 'auto'", param, ctx)
+        return number
+
+
 def loss_option_specs() -> dict:
     """{"<loss>_<option>": (default, help)} for every registered loss, e.g. graloss_c."""
     specs = {}
@@ -34,6 +50,8 @@ def _type(name, default):
     choices = {"head": sorted(HEADS), "loss": sorted(LOSSES), "method": sorted(PRESETS)}.get(name) or CHOICES.get(name)
     if choices:
         return click.Choice(list(choices))
+    if name in AUTO_INTS:
+        return AutoInt()
     return AutoFloat() if name in AUTO_FLOATS else type(default)
 
 

@@ -45,6 +45,8 @@ def write_run(folder: Path, name: str, cfg: dict, bank, store, fit) -> None:
     _dump(folder / "history.json", fit.history)
     if fit.beta is not None:
         _dump(folder / "beta.json", {"tail_classes": fit.beta.tail.tolist(), "adaptive": fit.beta.adaptive,
+                                     "rule": fit.beta.rule_name if fit.beta.adaptive else None,
+                                     "refit": fit.beta.frozen, "final": fit.beta.final,
                                      "class_names": [bank.class_names[k] for k in fit.beta.tail],
                                      "trajectory": fit.beta.trajectory})
     if fit.embed:

@@ -11,8 +11,9 @@ from data.errors import GlagError
 from data.splits import shot_groups
 from extract.losses import build_loss
 
-from .batches import SyntheticRows, load_real
-from .distill import AdaptiveBeta, DistillObjective
+from .batches import SyntheticRows, load_real, load_train
+from .beta import AdaptiveBeta
+from .distill import DistillObjective
 from .evaluate import split_metrics
 from .heads import HeadContext, build_head
 from .trainer import train_head
@@ -71,7 +72,8 @@ def _fit(cfg, bank, store, progress):
     gen = torch.Generator().manual_seed(cfg["seed"])
     ctx = HeadContext(*(t.numpy() for t in _stage1(bank, "cpu")), bank.train_counts, cfg["seed"])
     head = build_head(cfg["head"], ctx, cfg).to(device)
-    real = load_real(bank, "train", space, lam, device, teacher=True)
+    real = load_train(bank, cfg, device, _stage1(bank, device)) if head.trainable else \
+        load_real(bank, "train", space, lam, device, teacher=True)
     val = load_real(bank, "val", space, lam, device) if "val" in bank.splits else None
     beta = synth = None
     history = []
@@ -80,21 +82,33 @@ def _fit(cfg, bank, store, progress):
             raise GlagError(f"--epochs {cfg['epochs']}: head {cfg['head']!r} is trained, give at least 1 epoch")
         if store is not None:
             beta = AdaptiveBeta(C, tail, cfg["beta_init"], cfg["beta_step"], cfg["beta_min"], cfg["beta_max"],
-                                adaptive=cfg["ad"])
+                                adaptive=cfg["ad"], rule=cfg["ad_rule"], delta=cfg["ad_delta"],
+                                momentum=cfg["ad_momentum"], warmup=cfg["ad_warmup"], pool=cfg["ad_pool"],
+                                criterion=cfg["ad_criterion"])
             synth = SyntheticRows(store, space, store.attrs.get("tukey_lambda", lam), _stage1(bank, device),
                                   cfg["gamma"], cfg["gamma_mode"], gen, device)
         head_mask = np.ones(C, dtype=bool)
         head_mask[tail] = False
         history = train_head(head, _objective(bank, cfg, head_mask, device), real, synth, beta, val, cfg, gen,
                              progress=progress)
-    calib = head.calibrate((real.features, real.labels), (val.features, val.labels) if val is not None else None)
+    base = getattr(real, "base", real)
+    calib = head.calibrate((base.features, base.labels), (val.features, val.labels) if val is not None else None)
     metrics = {"val": split_metrics(head, val, groups) if val is not None else None,
                "test": split_metrics(head, load_real(bank, "test", space, lam, device), groups),
                "calibration": calib, "groups": {"rule": cfg["groups"], "of_class": groups.tolist()},
                "tail_classes": tail.tolist(), "train_counts": bank.train_counts.tolist(),
-               "class_names": bank.class_names, "stage1": bank.metrics}
-    embed = embed_sample(real, synth, beta, groups, cfg, gen) if cfg["plots"] else {}
+               "class_names": bank.class_names, "stage1": bank.metrics, "notes": run_notes(cfg, bank)}
+    embed = embed_sample(base, synth, beta, groups, cfg, gen) if cfg["plots"] else {}
     return Fit(head, metrics, history, beta, embed)
+
+
+def run_notes(cfg: dict, bank) -> list:
+    """What a reader of the results should know about this run's inputs (also printed by run.py)."""
+    notes = []
+    if cfg["loss"] == "las" and not float(bank.config.get("mixup") or 0):
+        notes.append("stage one had no mixup (glag-extract --mixup 0): this is label-aware smoothing on a plain "
+                     "bank, not MiSLAS's whole recipe (its stage one trains with mixup)")
+    return notes
 
 
 def embed_sample(real, synth, beta, groups, cfg, gen, per_class: int = 60) -> dict:

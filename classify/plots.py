@@ -108,6 +108,9 @@ def beta_plot(folder: Path, plt) -> str | None:
     top.fill_between(epochs, traj.min(1), traj.max(1), color="C0", alpha=0.2, label="min to max")
     top.plot(epochs, traj.mean(1), color="C0", label="mean")
     top.axhline(init, color="0.5", ls=":", lw=1, label=f"beta_init {init:.2f}")
+    if beta.get("refit"):
+        final = np.asarray(beta["final"], dtype=float)
+        top.axhline(final.mean(), color="C3", ls="--", lw=1, label=f"refit with mean {final.mean():.2f}")
     top.set(ylabel="beta", title=f"confidence beta of {T} tail classes "
                                  f"({'adaptive' if beta['adaptive'] else 'fixed'})")
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

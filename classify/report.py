@@ -32,11 +32,15 @@ def _beta(beta: dict | None) -> str:
     if not beta:
         return ""
     traj = beta["trajectory"]
-    lines = [f"## Confidence beta ({'adaptive' if beta['adaptive'] else 'fixed'}), {len(beta['tail_classes'])} "
-             "tail classes\n", "| class | start | end | min | max |", "|---|---|---|---|---|"]
+    final = beta.get("final") or traj[-1]
+    how = f"adaptive, rule {beta.get('rule')}" if beta["adaptive"] else "fixed"
+    refit = ("; the head was then trained again with the final betas (the mean of the search's last part)"
+             if beta.get("refit") else "")
+    lines = [f"## Confidence beta ({how}), {len(beta['tail_classes'])} tail classes{refit}\n",
+             "| class | start | end of search | final | min | max |", "|---|---|---|---|---|---|"]
     for j, name in enumerate(beta["class_names"][:30]):
         col = [row[j] for row in traj]
-        lines.append(f"| {name} | {col[0]:.2f} | {col[-1]:.2f} | {min(col):.2f} | {max(col):.2f} |")
+        lines.append(f"| {name} | {col[0]:.2f} | {col[-1]:.2f} | {final[j]:.2f} | {min(col):.2f} | {max(col):.2f} |")
     return "\n".join(lines) + ("\n\n(first 30 shown; all in beta.json)\n" if len(beta["class_names"]) > 30 else "\n")
 
 
@@ -69,10 +73,12 @@ def write_report(folder, plots: bool = True) -> Path:
     parts = [f"# Stage-two run {summary['run']}\n",
              f"method **{cfg['method']}**: head `{cfg['head']}`, loss `{cfg['loss']}`, sampler `{cfg['sampler']}`, "
              f"synthetic {cfg['synthetic']}, AD {cfg['ad']}, KD {cfg['kd']}, space `{cfg['space']}`, "
-             f"{cfg['epochs']} epochs.\n", f"Bank: `{bank['path']}` ({bank['dataset']}, {bank['backbone']}, "
+             f"{cfg['epochs']} epochs, {cfg.get('views', 0)} augmented views.\n", f"Bank: `{bank['path']}` ({bank['dataset']}, {bank['backbone']}, "
              f"stage-one loss {bank['loss']}, fingerprint {bank['fingerprint']}).",
              f"Store: `{cfg['store'] or 'none'}`. Code: {config['code_version']}.\n",
              "## Accuracy (%)\n", _accuracy(metrics)]
+    if metrics.get("notes"):
+        parts.append("## Notes\n\n" + "\n".join(f"- {note}" for note in metrics["notes"]) + "\n")
     if metrics.get("calibration"):
         parts.append(f"Calibration: `{json.dumps(metrics['calibration'], sort_keys=True)[:400]}`\n")
     parts += [_beta(_read(folder, "beta.json")), _history(_read(folder, "history.json"))]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from data.errors import GlagError
 
-from .reproduce_recipes import METHODS, needs_store
+from .reproduce_recipes import METHODS, needs_store, tune_points
 
 STORE_NAME = "reproduce.h5"
 # Options reproduce sets itself: a user's --<tool>-args may not move them.
@@ -38,6 +38,7 @@ class Step:
         options: the tool's options, underscored keys (e.g. {"epochs": 8}).
         out: what it writes (bank file, store file or run folder).
         bank: the bank it reads or writes.
+        family: for one point of a tuned method's grid, the method (its row in the table).
     """
     tool: str
     loss: str
@@ -46,6 +47,7 @@ class Step:
     options: dict
     out: Path
     bank: Path
+    family: str = ""
 
     @property
     def label(self) -> str:
@@ -116,9 +118,11 @@ def plan(cfg: dict) -> list:
                 gen = dict(bank=str(bank), out=str(store), seed=seed, **cfg["generate"])
                 steps.append(Step("generate", loss, seed, "generate", gen, store, bank))
             for method in cfg["methods"]:
-                opts = dict(bank=str(bank), run=method, seed=seed, **cfg["classify"])
-                opts.update(METHODS[method], **({"store": str(store)} if needs_store(method) else {}))
-                steps.append(Step("classify", loss, seed, method, opts, bank.parent / "stage2" / method, bank))
+                for name, point in tune_points(method):
+                    opts = dict(bank=str(bank), run=name, seed=seed, **cfg["classify"])
+                    opts.update(METHODS[method], **point, **({"store": str(store)} if needs_store(method) else {}))
+                    steps.append(Step("classify", loss, seed, name, opts, bank.parent / "stage2" / name, bank,
+                                      family=method if point else ""))
     return steps
 
 

@@ -15,21 +15,38 @@ from extract.losses import LOSSES
 
 # Table 6/7 of the paper: the stage-one losses compared, and the stage-two rows run from each bank.
 ALL_LOSSES = ("ce", "graloss", "logit_adjust", "balanced_softmax", "ldam")
-ALL_METHODS = ("crt", "lws", "tau_norm", "glag", "glag+AD", "glag+AD+KD")
+ALL_METHODS = ("crt", "lws", "tau_norm", "posthoc_la", "mislas", "glag", "glag+AD", "glag+AD+KD", "glag+KD-tuned")
 # Options of the runs a reproduction makes: plots and model.pt are per-run extras nobody reads here.
 STAGE2_QUIET = {"plots": False, "deploy": False}
 
 METHODS: dict[str, dict] = {}
+TUNED: dict[str, dict] = {}
 RECIPES: dict[str, "Recipe"] = {}
 
 
-def register_method(name: str, **options):
-    """A stage-two row: `glag-classify run` options (underscored keys). Registering twice raises."""
+def register_method(name: str, tune: dict | None = None, **options):
+    """A stage-two row: `glag-classify run` options (underscored keys). Registering twice raises.
+
+    tune: {option: [values]}: the row is a family of runs, one per point of the grid, and per bank the
+        point with the best val accuracy is the row's result (test labels choose nothing).
+    """
     if name in METHODS:
         raise KeyError(f"reproduce method {name!r} is already registered")
     if "method" not in options:
         raise KeyError(f"reproduce method {name!r}: options must name the run's --method")
     METHODS[name] = dict(options)
+    if tune:
+        TUNED[name] = {k: list(v) for k, v in tune.items()}
+
+
+def tune_points(name: str) -> list:
+    """[(run name, options)] of a tuned method's grid, or [(name, {})] for a plain one."""
+    import itertools
+    grid = TUNED.get(name)
+    if not grid:
+        return [(name, {})]
+    points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    return [(name + "~" + "_".join(f"{k}{v:g}" for k, v in p.items()), p) for p in points]
 
 
 def needs_store(name: str) -> bool:
@@ -42,10 +59,15 @@ register_method("lws", method="lws")
 register_method("tau_norm", method="tau_norm")
 register_method("ncm", method="ncm")
 register_method("posthoc_la", method="posthoc_la")
+register_method("mislas", method="mislas")
 # Table 7's GLAG ablation: synthetic rows with fixed beta and no KD, then + adaptive beta, then + KD.
 register_method("glag", method="glag", ad=False, kd=False)
 register_method("glag+AD", method="glag", ad=True, kd=False)
 register_method("glag+AD+KD", method="glag", ad=True, kd=True)
+# The equal-budget baseline of GLAG's AD: fixed beta (with KD), beta and gamma chosen on val as the paper
+# selects gamma from {0, 0.1}.
+register_method("glag+KD-tuned", method="glag", ad=False, kd=True,
+                tune={"beta_init": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], "gamma": [0.0, 0.1]})
 
 
 @dataclass(frozen=True)

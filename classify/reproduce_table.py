@@ -27,11 +27,13 @@ SPLITS = ("val", "test")
 def collect(steps: list) -> tuple:
     """The per-seed accuracies of every row, and the configs of the banks read.
 
+    A tuned method's row holds, per bank, the run of its grid with the best val accuracy.
     Returns:
-        (rows, banks): rows {(loss, method): {split: [accuracy dict per seed]}} in plan order, stage one
-        first for every loss; banks {"<loss>/seed<s>": {path, fingerprint, config}}.
+        (rows, banks, chosen): rows {(loss, method): {split: [accuracy dict per seed]}} in plan order, stage
+        one first for every loss; banks {"<loss>/seed<s>": {path, fingerprint, config}}; chosen
+        {(loss, method): [the run picked on val, per seed]} for tuned methods.
     """
-    rows, banks = {}, {}
+    rows, banks, chosen, families = {}, {}, {}, {}
     for step in steps:
         if step.tool == "extract":
             with Bank(step.out) as bank:
@@ -39,15 +41,33 @@ def collect(steps: list) -> tuple:
                 banks[f"{step.loss}/seed{step.seed}"] = {"path": str(bank.path), "fingerprint": bank.fingerprint,
                                                          "config": bank.config}
             key = (step.loss, STAGE_ONE)
+        elif step.tool == "classify" and step.family:
+            families.setdefault((step.loss, step.family), {}).setdefault(step.seed, []).append(step)
+            rows.setdefault((step.loss, step.family), {s: [] for s in SPLITS})   # keeps the plan's order
+            continue
         elif step.tool == "classify":
             metrics, key = load_metrics(step.out), (step.loss, step.name)
         else:
             continue
-        per_split = rows.setdefault(key, {s: [] for s in SPLITS})
-        for split in SPLITS:
-            if metrics.get(split):
-                per_split[split].append(metrics[split])
-    return rows, banks
+        _add(rows.setdefault(key, {s: [] for s in SPLITS}), metrics)
+    for key, by_seed in families.items():
+        for seed, members in by_seed.items():
+            best = pick_on_val(members)
+            _add(rows[key], load_metrics(best.out))
+            chosen.setdefault(key, []).append(best.name.split("~", 1)[-1])
+    return rows, banks, chosen
+
+
+def _add(per_split: dict, metrics: dict) -> None:
+    for split in SPLITS:
+        if metrics.get(split):
+            per_split[split].append(metrics[split])
+
+
+def pick_on_val(members: list):
+    """The step whose run has the best val overall accuracy (the first on ties); test decides nothing."""
+    scores = [((load_metrics(m.out).get("val") or {}).get("overall") or 0.0) for m in members]
+    return members[int(np.argmax(scores))]
 
 
 def summarise(per_seed: list) -> dict:
@@ -66,8 +86,8 @@ def _cell(mean, std, _n) -> str:
     return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
-def markdown(rows: dict, cfg: dict, split: str = "test") -> str:
-    """The results table of one split, with a header saying what was run."""
+def markdown(rows: dict, cfg: dict, split: str = "test", chosen: dict | None = None) -> str:
+    """The results table of one split, with a header saying what was run (and what val chose)."""
     im = "listed long tail" if cfg["im"] is None else f"IM {cfg['im']:g}"
     seeds = ", ".join(map(str, cfg["seeds"]))
     tools = "; ".join(f"glag-{t}{' run' if t == 'classify' else ''} `{' '.join(to_argv(cfg[t]))}`"
@@ -82,6 +102,8 @@ def markdown(rows: dict, cfg: dict, split: str = "test") -> str:
         stats = summarise(per_split[split])
         n = max(s[2] for s in stats.values())
         lines.append(f"| {loss} bank / {method} | " + " | ".join(_cell(*stats[c]) for c in COLUMNS) + f" | {n} |")
+    for (loss, method), picks in (chosen or {}).items():
+        lines.append(f"\n{loss} bank / {method}: chosen on val per seed: {', '.join(picks)}")
     return "\n".join(line for line in lines if line) + "\n"
 
 
@@ -139,10 +161,11 @@ def plot(rows: dict, path: Path, title: str, split: str = "test") -> bool:
 
 def write_results(folder: Path, steps: list, cfg: dict) -> Path:
     """table.md, table.csv, accuracy.png and config.json into `folder`; returns the folder."""
-    rows, banks = collect(steps)
+    rows, banks, chosen = collect(steps)
     runs = [str(s.out) for s in steps if s.tool == "classify"]
     record = {"cfg": cfg, "code_version": code_version(), "created": now(), "upstream": {"banks": banks, "runs": runs}}
-    texts = {"table.md": markdown(rows, cfg), "table.csv": csv_text(rows),
+    record["chosen_on_val"] = {f"{loss}/{method}": picks for (loss, method), picks in chosen.items()}
+    texts = {"table.md": markdown(rows, cfg, chosen=chosen), "table.csv": csv_text(rows),
              "config.json": json.dumps(record, sort_keys=True, indent=1, default=str) + "\n"}
     for name, text in texts.items():
         with atomic_file(Path(folder) / name) as tmp:

@@ -12,25 +12,43 @@ from data.store import Store
 
 from .config import AUTO, apply_preset, check, resolve_auto, run_dir, same_config
 from .outputs import write_run
-from .pipeline import fit
+from .pipeline import fit, run_notes
 from .report import write_report
 
 
 def open_store(cfg: dict, bank):
-    """The synthetic store for `bank` (None with --no-synthetic); refuses one made from another bank."""
+    """The synthetic store for `bank` (None with --no-synthetic); refuses one made from another bank.
+
+    `store.mixing` holds the beta_init / gamma / gamma_mode that `auto` options resolve to: those of
+    the last `glag-generate` call, recorded in latest.json, when latest.json names this store (a store
+    is reused, not redrawn, when only they change); else the store's own attrs.
+    """
     if not cfg["synthetic"]:
         return None
+    pointer = bank.path.parent / "synthetic" / "latest.json"
+    latest = _read_pointer(pointer) if pointer.is_file() else None
     path = cfg["store"]
     if path in (AUTO, "", None):
-        pointer = bank.path.parent / "synthetic" / "latest.json"
-        if not pointer.is_file():
+        if latest is None:
             raise GlagError(f"--store auto: no {pointer}; run `glag-generate --bank {bank.path}` first, "
                             "pass --store PATH, or --no-synthetic")
-        try:
-            path = pointer.parent / json.loads(pointer.read_text())["store"]
-        except (ValueError, KeyError, TypeError):
-            raise GlagError(f"{pointer}: expected JSON {{\"store\": \"<file name>\"}}; rerun `glag-generate`") from None
-    return Store(path, bank)
+        path = pointer.parent / latest["store"]
+    store = Store(path, bank)
+    named = latest is not None and (pointer.parent / latest["store"]).resolve() == Path(path).resolve()
+    keys = ("beta_init", "gamma", "gamma_mode")
+    store.mixing = {k: store.attrs[k] for k in keys if k in store.attrs}
+    if named and isinstance(latest.get("mixing"), dict):
+        store.mixing.update({k: v for k, v in latest["mixing"].items() if k in keys and v is not None})
+    return store
+
+
+def _read_pointer(pointer: Path) -> dict:
+    try:
+        latest = json.loads(pointer.read_text())
+        str(latest["store"])
+    except (ValueError, KeyError, TypeError):
+        raise GlagError(f"{pointer}: expected JSON {{\"store\": \"<file name>\"}}; rerun `glag-generate`") from None
+    return latest
 
 
 def _check_space(cfg, store):
@@ -64,6 +82,8 @@ def run_stage2(options: dict, explicit=(), resume: bool = False, progress: bool 
                 return target
             if target.exists() and not cfg["overwrite"]:
                 raise GlagError(f"{target}: run folder exists; pass --overwrite or another --run name")
+            for note in run_notes(cfg, bank):
+                click.echo(f"note: {note}", err=True)
             result = fit(cfg, bank, store, progress=progress)
             _write(target, cfg, bank, store, result, resume)
         finally:

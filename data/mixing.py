@@ -14,7 +14,14 @@ import torch
 GAMMA_MODES = ("isotropic", "all-ones")
 
 
-def mix_rows(a, d, beta, gamma: float = 0.0, gamma_mode: str = "isotropic", generator=None):
+def gamma_noise(n: int, D: int, gamma_mode: str = "isotropic", generator=None):
+    """The eps of Eq. 9's dispersion: (n, D) for gamma * I, (n, 1) (one value per row) for gamma * 11^T."""
+    if gamma_mode not in GAMMA_MODES:
+        raise ValueError(f"unknown gamma mode {gamma_mode!r}; choose from {list(GAMMA_MODES)}")
+    return torch.randn((n, D) if gamma_mode == "isotropic" else (n, 1), generator=generator)
+
+
+def mix_rows(a, d, beta, gamma: float = 0.0, gamma_mode: str = "isotropic", generator=None, eps=None):
     """Finished rows in the store's feature space.
 
     Args:
@@ -22,6 +29,8 @@ def mix_rows(a, d, beta, gamma: float = 0.0, gamma_mode: str = "isotropic", gene
         beta: (n,) per-row confidence (beta of the row's class), or a float.
         gamma: dispersion (Eq. 9); 0 adds nothing.
         generator: torch.Generator for the gamma noise.
+        eps: the noise itself (from `gamma_noise`), so that heads trained side by side with
+            different betas see the same draws; None draws it from `generator`.
     Returns:
         (n, D) tensor.
     """
@@ -32,8 +41,7 @@ def mix_rows(a, d, beta, gamma: float = 0.0, gamma_mode: str = "isotropic", gene
     beta = torch.as_tensor(beta, dtype=a.dtype, device=a.device)
     s = a + (beta.unsqueeze(-1) if beta.ndim else beta) * d                # Eq. (8), (9)
     if gamma > 0:
-        n, D = a.shape
-        shape = (n, D) if gamma_mode == "isotropic" else (n, 1)
-        eps = torch.randn(shape, generator=generator, dtype=a.dtype, device="cpu").to(a.device)
-        s = s + gamma ** 0.5 * eps                                        # + gamma I or gamma 11^T
+        if eps is None:
+            eps = gamma_noise(a.shape[0], a.shape[1], gamma_mode, generator)
+        s = s + gamma ** 0.5 * eps.to(device=a.device, dtype=a.dtype)     # + gamma I or gamma 11^T
     return s

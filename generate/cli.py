@@ -80,15 +80,16 @@ def run(bank, cfg: dict, dry_run=False, force=False):
     if dry_run:
         return out
     if not force and is_current(out, bank, cfg):
-        click.echo(f"up to date: {out} (same bank and settings; --force to redraw)", err=True)
-        write_latest(out, bank)
+        click.echo(f"up to date: {out} (same bank, same rows; --force to redraw); stage two will mix with "
+                   f"beta_init {cfg['beta_init']}, gamma {cfg['gamma']} ({cfg['gamma_mode']})", err=True)
+        write_latest(out, bank, cfg)
         click.echo(out)
         return out
     check_disk(out, size)
     afg.fit(bank, progress=_throttled(bank.rows("train"), "moments"), log=lambda m: click.echo(m, err=True))
     click.echo("fit: " + ", ".join(f"{k} {v:.1f}s" for k, v in afg.fit_seconds.items()), err=True)
     write_store(afg, bank, out, cfg)
-    write_latest(out, bank)
+    write_latest(out, bank, cfg)
     click.echo(out)
     return out
 

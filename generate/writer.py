@@ -23,12 +23,20 @@ from data.store import DTYPES, Store, StoreWriter, store_bytes
 SYNTHETIC_DIR = "synthetic"
 LATEST = "latest.json"
 DISK_MARGIN = 64 * 2 ** 20     # keep this much free beyond the store itself
-NOT_RESULTS = ("out", "jobs", "device", "dataset")   # options that do not change the rows
+# Stage two applies beta and gamma when it mixes (s = a + beta d + sqrt(gamma) eps): they never change
+# the stored rows, so they are not part of a store's identity; latest.json carries them to stage two.
+MIXING = ("beta_init", "gamma", "gamma_mode")
+NOT_RESULTS = ("out", "jobs", "device", "dataset") + MIXING   # options that do not change the rows
 
 
 def result_config(cfg: dict) -> str:
     """The settings that determine the store's rows, as canonical JSON."""
     return config_json({k: v for k, v in cfg.items() if k not in NOT_RESULTS})
+
+
+def mixing(cfg: dict) -> dict:
+    """The mixing settings of a glag-generate call, as stage two reads them from latest.json."""
+    return {k: cfg[k] for k in MIXING}
 
 
 def default_out(bank, cfg: dict) -> Path:
@@ -89,13 +97,14 @@ def write_store(afg, bank, out: Path, cfg: dict, quiet: bool = False):
             w.end_epoch()
 
 
-def write_latest(out: Path, bank):
-    """<bank folder>/synthetic/latest.json names the newest store (for `make classify`)."""
+def write_latest(out: Path, bank, cfg: dict):
+    """<bank folder>/synthetic/latest.json names the newest store and this call's mixing settings
+    (beta_init, gamma, gamma_mode), which stage two uses by default (`make classify`)."""
     folder = Path(bank.path).parent / SYNTHETIC_DIR
     path = os.path.relpath(Path(out).resolve(), folder.resolve())
     with atomic_file(folder / LATEST) as tmp:
-        tmp.write_text(json.dumps({"store": path, "bank_fingerprint": bank.fingerprint, "written": now()},
-                                  sort_keys=True, indent=1) + "\n")
+        tmp.write_text(json.dumps({"store": path, "bank_fingerprint": bank.fingerprint, "written": now(),
+                                   "mixing": mixing(cfg)}, sort_keys=True, indent=1) + "\n")
 
 
 def announce(out: Path, rows: int, size: int, need, tail, quiet=False):

@@ -66,7 +66,8 @@ def test_glag_run_writes_every_output(tmp_path):
     for split in ("val", "test"):
         assert 0 <= metrics[split]["overall"] <= 1 and len(metrics[split]["per_class"]) == 6
     history = json.loads((run / "history.json").read_text())
-    assert [h["rows"] for h in history] == [137 + 120] * 4 and history[-1]["alpha"] == pytest.approx(2.0)
+    assert [h["rows"] for h in history] == [137 + 120] * 8 and history[-1]["alpha"] == pytest.approx(2.0)
+    assert [h["pass"] for h in history] == ["search"] * 4 + ["refit"] * 4 and beta["refit"]
     state = torch.load(run / "head.pt", weights_only=True)
     assert state["fc.weight"].shape == (6, 8)
     assert "Top-1 accuracy (%) on test" in res.output and "| g (ce bank) |" in res.output

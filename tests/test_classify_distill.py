@@ -1,9 +1,9 @@
-"""KD loss, the Eq. 11 objective and the adaptive confidence score beta (AD)."""
+"""KD loss and the Eq. 11 objective (the adaptive beta: test_classify_beta.py)."""
 import numpy as np
 import pytest
 import torch
 
-from classify.distill import AdaptiveBeta, DistillObjective, kd_loss
+from classify.distill import DistillObjective, kd_loss
 from extract.losses import alpha_t, build_loss
 
 
@@ -50,29 +50,3 @@ def test_kd_only_on_head_class_rows():
     rows = torch.tensor([0, 1, 4])
     assert torch.isclose(kd, kd_loss(logits[rows], teacher[rows], 2.0))
     assert torch.isclose(total, ce + obj.alpha * kd)
-
-
-def test_beta_goes_up_down_stays_and_clips():
-    beta = AdaptiveBeta(5, tail_classes=[2, 3, 4], init=0.6, step=0.25, lo=0.0, hi=1.0)
-    beta.update([0.9, 0.9, 0.5, 0.5, 0.5])             # first epoch: only recorded
-    assert beta.values.tolist() == [0.6] * 5
-    beta.update([0.1, 0.1, 0.7, 0.3, 0.5])             # class 2 up, 3 down, 4 equal; 0/1 are not tail
-    assert beta.values.tolist() == pytest.approx([0.6, 0.6, 0.85, 0.35, 0.6])
-    beta.update([0.1, 0.1, 0.8, 0.2, 0.5])
-    beta.update([0.1, 0.1, 0.9, 0.1, 0.5])
-    assert beta.values[2] == 1.0 and beta.values[3] == pytest.approx(0.0)  # clipped to [0, 1]
-    assert len(beta.trajectory) == 5 and beta.trajectory[0] == [0.6] * 3
-
-
-def test_fixed_beta_records_but_never_moves():
-    beta = AdaptiveBeta(3, [1, 2], init=0.4, adaptive=False)
-    for acc in ([0.1, 0.2, 0.3], [0.9, 0.9, 0.9], None):
-        beta.update(acc)
-    assert np.all(np.asarray(beta.trajectory) == 0.4) and len(beta.trajectory) == 4
-
-
-def test_missing_val_class_leaves_beta():
-    beta = AdaptiveBeta(3, [1, 2], init=0.5, step=0.1)
-    beta.update([0.1, np.nan, 0.2])
-    beta.update([0.1, np.nan, 0.4])
-    assert beta.values[1] == 0.5 and beta.values[2] == pytest.approx(0.6)

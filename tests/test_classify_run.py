@@ -70,17 +70,39 @@ def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
     assert not (tmp_path / "stage2").exists() or not any((tmp_path / "stage2").iterdir())
 
 
+def spy_on_mixing(monkeypatch) -> list:
+    """Every beta vector SyntheticRows.mix is called with, in order."""
+    import classify.batches as batches
+    seen, real_mix = [], batches.SyntheticRows.mix
+
+    def spy(self, block, beta):
+        seen.append(np.asarray(beta).copy())
+        return real_mix(self, block, beta)
+    monkeypatch.setattr(batches.SyntheticRows, "mix", spy)
+    return seen
+
+
 def test_trainer_mixes_with_the_beta_of_each_epoch(tmp_path, monkeypatch):
     bank, _ = make_bank_and_store(tmp_path)
-    seen = []
-    import classify.batches as batches
-    real_rows = batches.SyntheticRows.rows
-
-    def spy(self, epoch, beta):
-        seen.append(np.asarray(beta).copy())
-        return real_rows(self, epoch, beta)
-    monkeypatch.setattr(batches.SyntheticRows, "rows", spy)
-    path = run_module.run_stage2(options(bank, epochs=5, beta_step=0.25, kd=False), set())
+    seen = spy_on_mixing(monkeypatch)
+    path = run_module.run_stage2(options(bank, epochs=5, beta_step=0.25, kd=False, ad_refit=False), set())
     traj = json.loads((path / "beta.json").read_text())["trajectory"]
-    assert [s[[3, 4, 5]].tolist() for s in seen[:5]] == traj[:5]  # epoch e mixes with the betas after e - 1
+    main, hi, lo = seen[0::3], seen[1::3], seen[2::3]                  # the main head, then the two probes
+    assert [s[[3, 4, 5]].tolist() for s in main[:5]] == traj[:5]        # epoch e mixes with the betas after e - 1
+    for m, h, l in zip(main, hi, lo):
+        assert np.allclose(h[[3, 4, 5]], np.clip(m[[3, 4, 5]] + 0.1, 0, 1))
+        assert np.allclose(l[[3, 4, 5]], np.clip(m[[3, 4, 5]] - 0.1, 0, 1))
     assert len({tuple(t) for t in traj}) > 1  # beta did move, so the check above means something
+
+
+def test_refit_trains_again_with_the_averaged_betas_fixed(tmp_path, monkeypatch):
+    bank, _ = make_bank_and_store(tmp_path)
+    seen = spy_on_mixing(monkeypatch)
+    path = run_module.run_stage2(options(bank, epochs=4, beta_step=0.25, kd=False), set())
+    history = json.loads((path / "history.json").read_text())
+    assert [h["pass"] for h in history] == ["search"] * 4 + ["refit"] * 4
+    beta = json.loads((path / "beta.json").read_text())
+    traj, final = beta["trajectory"], beta["final"]
+    assert len(traj) == 5 and beta["refit"] and np.allclose(final, np.mean(traj[3:5], axis=0))  # last half's mean
+    refit = seen[12:]                                                 # 4 epochs x 3 lanes, then one lane
+    assert len(refit) == 4 and all(np.allclose(b[[3, 4, 5]], final) for b in refit)

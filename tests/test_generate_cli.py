@@ -85,6 +85,29 @@ def test_default_out_latest_pointer_and_resume(bank_path):
     assert out.stat().st_mtime_ns != mtime
 
 
+def test_beta_and_gamma_reuse_the_store_and_reach_stage_two_through_latest(bank_path):
+    """beta_init / gamma / gamma_mode act at mixing time: a new value must not redraw the store."""
+    first = run("--bank", bank_path, "--epochs", 1, "--beta-init", 0.6).stdout.strip().splitlines()[-1]
+    store = bank_path.parent / "synthetic" / first.split("/")[-1]
+    mtime = store.stat().st_mtime_ns
+    res = run("--bank", bank_path, "--epochs", 1, "--beta-init", 0.3, "--gamma", 0.1, "--gamma-mode", "all-ones")
+    assert "up to date" in res.output and res.stdout.strip().splitlines()[-1] == first
+    assert store.stat().st_mtime_ns == mtime and len(list(store.parent.glob("*.h5"))) == 1
+    latest = json.loads((store.parent / "latest.json").read_text())
+    assert latest["mixing"] == {"beta_init": 0.3, "gamma": 0.1, "gamma_mode": "all-ones"}
+    from classify.config import defaults, resolve_auto
+    from classify.run import open_store
+    with Bank(bank_path) as bank:
+        cfg = defaults()
+        s = open_store(cfg, bank)                                              # store auto: latest.json's
+        resolved = resolve_auto(cfg, bank, s)
+        s.close()
+        s = open_store(dict(cfg, store=str(store)), bank)                      # the same store by path
+        assert resolve_auto(cfg, bank, s)["beta_init"] == 0.3
+        s.close()
+    assert (resolved["beta_init"], resolved["gamma"], resolved["gamma_mode"]) == (0.3, 0.1, "all-ones")
+
+
 def test_bank_found_by_dataset_and_threads_do_not_change_the_store(bank_path, monkeypatch):
     monkeypatch.chdir(bank_path.parents[2])                                    # runs/toy/bank.h5 is here
     first = run("--dataset", "toy", "--epochs", 1, "--jobs", 1).stdout.strip().splitlines()[-1]

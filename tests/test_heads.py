@@ -88,7 +88,9 @@ def test_tau_sweep_without_val_is_refused_but_one_tau_is_fine():
     x, y = rows()
     with pytest.raises(GlagError, match="--tau-norm-taus"):
         build_head("tau_norm", context(), {"tau_norm_taus": "0:1:0.5"}).calibrate((x, y), None)
-    assert build_head("posthoc_la", context(), {}).calibrate((x, y), None)["tau"] == 1.0
+    with pytest.raises(GlagError, match="--posthoc-la-taus"):                 # its default sweeps too
+        build_head("posthoc_la", context(), {}).calibrate((x, y), None)
+    assert build_head("posthoc_la", context(), {"posthoc_la_taus": "1.0"}).calibrate((x, y), None)["tau"] == 1.0
 
 
 def test_posthoc_la_subtracts_tau_log_prior():

@@ -77,7 +77,8 @@ def test_recipes_name_registered_losses_and_methods():
     for recipe in RECIPES.values():
         assert set(recipe.losses) <= set(LOSSES) and set(recipe.methods) <= set(METHODS), recipe.name
         assert recipe.seeds >= 1 and recipe.device in ("cpu", "gpu") and recipe.note
-    assert set(ALL_METHODS) == {"crt", "lws", "tau_norm", "glag", "glag+AD", "glag+AD+KD"}
+    assert set(ALL_METHODS) == {"crt", "lws", "tau_norm", "posthoc_la", "mislas", "glag", "glag+AD", "glag+AD+KD",
+                                "glag+KD-tuned"}
     with pytest.raises(KeyError):
         register_recipe("digits", dataset="digits", ims=(10.0,))
     with pytest.raises(KeyError):
@@ -131,6 +132,28 @@ def test_plan_layout_and_store_only_for_glag(tmp_path):
     no_glag = plan(dict(cfg, methods=["crt", "tau_norm"], im=None))
     assert "generate" not in {s.tool for s in no_glag} and "store" not in no_glag[1].options
     assert no_glag[0].bank.parent.parent.parent.name == "digits-listed" and "im" not in no_glag[0].options
+
+
+def test_a_tuned_method_is_a_grid_of_runs_and_val_alone_picks_its_row(tmp_path):
+    cfg = dict(dataset="digits", im=10.0, losses=["ce"], seeds=[0, 1], methods=["glag+KD-tuned"],
+               runs_root=str(tmp_path), data_root="", extract={}, generate={}, classify={})
+    steps = [s for s in plan(cfg) if s.tool == "classify"]
+    assert len(steps) == 2 * 6 * 2 and {s.family for s in steps} == {"glag+KD-tuned"}
+    first = steps[0]
+    assert first.name == "glag+KD-tuned~beta_init0_gamma0" and first.out.name == first.name
+    assert (first.options["beta_init"], first.options["gamma"], first.options["ad"]) == (0.0, 0.0, False)
+    # fake results: val prefers beta 0.4 / gamma 0.1 on seed 0, beta 1 / gamma 0 on seed 1; test prefers others
+    for s in steps:
+        best = {0: (0.4, 0.1), 1: (1.0, 0.0)}[s.seed] == (s.options["beta_init"], s.options["gamma"])
+        s.out.mkdir(parents=True)
+        val, test = (0.9, 0.5) if best else (0.5, 0.95)
+        (s.out / "metrics.json").write_text(json.dumps({"val": {"overall": val}, "test": {"overall": test}}))
+    import classify.reproduce_table as table
+    rows, _, chosen = table.collect(steps)
+    assert chosen[("ce", "glag+KD-tuned")] == ["beta_init0.4_gamma0.1", "beta_init1_gamma0"]
+    assert [a["overall"] for a in rows[("ce", "glag+KD-tuned")]["test"]] == [0.5, 0.5]   # the val pick's test
+    assert "chosen on val per seed: beta_init0.4_gamma0.1, beta_init1_gamma0" in table.markdown(
+        rows, dict(cfg, recipe="r", note=""), chosen=chosen)
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
@@ -217,12 +240,13 @@ def test_dry_run_lists_every_step_and_env_dataset_only_feeds_auto(tmp_path, monk
     monkeypatch.setenv("DATASET", "digits")                       # the Makefile exports its default
     result = reproduce(["--recipe", "fashion-mnist", "--im", "all", "--dry-run", "--runs-root", tmp_path], monkeypatch)
     assert result.exit_code == 0, result.output
-    assert "fashion-mnist-im100: 120 steps" in result.output and "fashion-mnist-im10: 120 steps" in result.output
-    assert result.output.count("to run") == 240 and "[8/120] ce seed0 glag+AD+KD" in result.output
+    # per bank: stage one, the store, 8 methods and the 12 runs of glag+KD-tuned's grid
+    assert "fashion-mnist-im100: 330 steps" in result.output and "fashion-mnist-im10: 330 steps" in result.output
+    assert result.output.count("to run") == 660 and "[10/330] ce seed0 glag+AD+KD" in result.output
     assert "glag-extract --dataset fashion-mnist --loss ce --seed 0" in result.output and "--epochs 8" in result.output
     assert not (tmp_path / "fashion-mnist-im100").exists()          # a dry run writes nothing
     auto = reproduce(["--dry-run", "--seeds", "1", "--runs-root", tmp_path], monkeypatch)
-    assert auto.exit_code == 0 and "digits-im10: 40 steps" in auto.output
+    assert auto.exit_code == 0 and "digits-im10: 110 steps" in auto.output
     monkeypatch.delenv("DATASET")
     assert "needs --dataset" in reproduce(["--runs-root", tmp_path], monkeypatch).output
 

@@ -42,6 +42,12 @@ class HeadBase(nn.Module):
     """
     trainable = True
 
+    @staticmethod
+    def reuses_stage1(options: dict) -> bool:
+        """True if the head (with these own options) applies the stage-one head's weights, which live in
+        the raw feature space: such a head cannot run in --space tukey."""
+        return False
+
     def calibrate(self, train: tuple, val: tuple | None) -> dict:
         """Post-training step. Args: train, val = (features (N, D), labels (N,)) tensors or None.
         Returns: what was chosen (e.g. {"tau": 1.0}), recorded in metrics.json."""

@@ -24,6 +24,10 @@ class LWSHead(HeadBase):
         self.register_buffer("bias", torch.as_tensor(ctx.bias, dtype=torch.float32))       # (C,)
         self.scales = nn.Parameter(torch.full((ctx.num_classes,), float(init)))           # (C,) f
 
+    @staticmethod
+    def reuses_stage1(options: dict) -> bool:
+        return True
+
     def linear_equivalent(self):
         f = self.scales.detach()
         return f[:, None] * self.weight, f * self.bias

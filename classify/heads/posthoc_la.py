@@ -19,7 +19,7 @@ class PosthocLogitAdjustHead(HeadBase):
     """
     trainable = False
 
-    def __init__(self, ctx, taus: str = "1.0"):
+    def __init__(self, ctx, taus: str = "0:2:0.1"):
         super().__init__()
         self.taus = parse_taus(taus)
         counts = torch.as_tensor(ctx.train_counts, dtype=torch.float64)
@@ -36,6 +36,10 @@ class PosthocLogitAdjustHead(HeadBase):
                                    "--posthoc-la-taus")
         self.tau.fill_(best)
         return {"tau": best, "val_accuracy_by_tau": scores}
+
+    @staticmethod
+    def reuses_stage1(options: dict) -> bool:
+        return True
 
     def linear_equivalent(self):
         return self.weight, self._bias(self.tau)

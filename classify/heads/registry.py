@@ -31,6 +31,13 @@ def head_options(name: str) -> dict:
     return {k: p.default for k, p in params.items() if k not in ("self", "ctx")}
 
 
+def own_options(name: str, cfg: dict) -> dict:
+    """The cfg entries prefixed `name_` that head `name` takes, prefix stripped."""
+    allowed = head_options(name)
+    prefix = name + "_"
+    return {k[len(prefix):]: v for k, v in cfg.items() if k.startswith(prefix) and k[len(prefix):] in allowed}
+
+
 def build_head(name: str, ctx, cfg: dict):
     """Build head `name` from the stage-one context and the cfg entries prefixed `name_`.
 
@@ -41,7 +48,4 @@ def build_head(name: str, ctx, cfg: dict):
     Returns:
         HeadBase instance.
     """
-    allowed = head_options(name)
-    prefix = name + "_"
-    kwargs = {k[len(prefix):]: v for k, v in cfg.items() if k.startswith(prefix) and k[len(prefix):] in allowed}
-    return HEADS[name](ctx, **kwargs)
+    return HEADS[name](ctx, **own_options(name, cfg))

@@ -38,6 +38,10 @@ class TauNormHead(HeadBase):
         self.tau.fill_(best)
         return {"tau": best, "val_accuracy_by_tau": scores}
 
+    @staticmethod
+    def reuses_stage1(options: dict) -> bool:
+        return True
+
     def linear_equivalent(self):
         return self._scaled(self.tau), self.bias
 

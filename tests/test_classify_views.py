@@ -1,0 +1,150 @@
+"""Stage two on a multi-view bank, the MiSLAS head, and the heads GLAG may train (lws, linear from stage one)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from classify.batches import Rows, TrainRows
+from data.bank import Bank, BankWriter
+from data.errors import GlagError
+from extract.losses import build_loss
+from extract.losses.label_aware_smoothing import smoothing_factors
+from tests.test_classify_cli import invoke, make_bank_and_store
+
+
+def write_viewed_bank(path, V=3, C=4, D=6, seed=0, logits=True, mixup=0.0):
+    """A bank whose train split has V views: view v of row i is row i's features + v + 1 (easy to recognise)."""
+    rng = np.random.default_rng(seed)
+    counts = np.array([40, 20, 8, 4][:C])
+    W, b = rng.standard_normal((C, D)).astype(np.float32), np.zeros(C, np.float32)
+    with BankWriter(path, dataset="v", backbone="none", loss="ce", class_names=[f"c{k}" for k in range(C)],
+                    train_counts=counts, feature_dim=D, config={"mixup": mixup}, views=V, views_dtype="float32",
+                    views_logits=logits) as w:
+        for split, per in (("train", counts), ("val", [10] * C), ("test", [10] * C)):
+            y = np.repeat(np.arange(C), per)
+            x = np.abs(rng.standard_normal((len(y), D)) + 2 * np.eye(C, D)[y]).astype(np.float32)
+            w.add_rows(split, x, y, x @ W.T + b, np.arange(len(y)))
+            if split == "train":
+                train = x
+        for v in range(V):
+            f = train + v + 1
+            w.add_view_rows(v, f, f @ W.T + b if logits else None)
+        w.set_head(W, b)
+    return path
+
+
+def test_each_epoch_draws_one_view_per_row_with_its_teacher(tmp_path):
+    base_x = torch.arange(12.0).reshape(6, 2)
+    views = torch.stack([base_x + 100 * (v + 1) for v in range(3)])          # (V, N, D)
+    logits = views.sum(2, keepdim=True).repeat(1, 1, 3)                       # a teacher that names its view
+    rows = TrainRows(Rows(base_x, torch.arange(6), torch.zeros(6, 3)), views, logits)
+    g = torch.Generator().manual_seed(0)
+    epochs = [rows.epoch(g) for _ in range(20)]
+    for e in epochs:
+        view = ((e.features - base_x) / 100 - 1)[:, 0]                        # which view each row took
+        assert torch.equal(view, view.round()) and set(view.long().tolist()) <= {0, 1, 2}
+        assert torch.allclose(e.teacher[:, 0], e.features.sum(1))            # the teacher of that very view
+    picks = torch.stack([((e.features - base_x) / 100 - 1)[:, 0] for e in epochs])
+    assert len(set(picks.flatten().tolist())) == 3 and len({tuple(p.tolist()) for p in picks}) > 10
+    again = TrainRows(rows.base, views, logits).epoch(torch.Generator().manual_seed(0))
+    assert torch.equal(again.features, epochs[0].features)                   # the seed fixes the draws
+
+
+def test_views_without_logits_take_the_stage_one_head_as_teacher():
+    x = torch.rand(5, 2)
+    views = torch.stack([x + 1, x + 2])
+    W, b = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0.5, -0.5])
+    rows = TrainRows(Rows(x, torch.zeros(5, dtype=torch.long), torch.zeros(5, 2)), views, None, stage1=(W, b))
+    e = rows.epoch(torch.Generator().manual_seed(1))
+    assert torch.allclose(e.teacher, e.features @ W.T + b)
+
+
+def test_crt_on_a_viewed_bank_uses_every_view_by_default_and_records_it(tmp_path):
+    bank = write_viewed_bank(tmp_path / "bank.h5")
+    res = invoke("run", "--bank", bank, "--method", "crt", "--epochs", 2, "--run", "c", "--no-plots")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "stage2" / "c" / "config.json").read_text())["cfg"]
+    assert cfg["views"] == 3
+    res = invoke("run", "--bank", bank, "--method", "crt", "--epochs", 2, "--views", 0, "--run", "c0", "--no-plots")
+    assert res.exit_code == 0 and json.loads((tmp_path / "stage2" / "c0" / "config.json").read_text())["cfg"]["views"] == 0
+
+
+@pytest.mark.parametrize("args, msg", [(["--views", 5], "holds 3 augmented views"),
+                                       (["--views", -1], "negative"), (["--views", "x"], "whole number")])
+def test_bad_views_are_one_line_errors(tmp_path, args, msg):
+    bank = write_viewed_bank(tmp_path / "bank.h5")
+    res = invoke("run", "--bank", bank, "--method", "crt", "--epochs", 1, *args)
+    assert res.exit_code != 0 and msg in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "stage2").exists() or not any((tmp_path / "stage2").iterdir())
+
+
+def test_views_asked_of_a_bank_without_views_name_the_upgrade(tiny_bank):
+    res = invoke("run", "--bank", tiny_bank, "--method", "crt", "--epochs", 1, "--views", 2)
+    assert res.exit_code != 0 and "glag-extract --dump-only --views 2" in res.output
+
+
+def test_views_larger_than_memory_say_how_much_is_needed(tmp_path, monkeypatch):
+    import classify.batches as batches
+    bank = write_viewed_bank(tmp_path / "bank.h5")
+    monkeypatch.setattr(batches, "available_memory", lambda: 1000)
+    res = invoke("run", "--bank", bank, "--method", "crt", "--epochs", 1)
+    assert res.exit_code != 0 and "GiB of memory" in res.output and "--views" in res.output
+
+
+def test_label_aware_smoothing_matches_its_formula():
+    eps = smoothing_factors([100, 55, 10], head=0.4, tail=0.1, shape="linear")
+    assert eps.tolist() == pytest.approx([0.4, 0.25, 0.1])
+    concave = smoothing_factors([100, 55, 10], 0.4, 0.1, "concave")
+    assert concave[1] > 0.25 and concave[0] == pytest.approx(0.4) and concave[2] == pytest.approx(0.1)
+    convex = smoothing_factors([100, 55, 10], 0.4, 0.1, "convex")
+    assert convex[1] < 0.25 and convex[0] == pytest.approx(0.4) and convex[2] == pytest.approx(0.1)
+    loss = build_loss("las", [100, 55, 10], {"las_smooth_head": 0.4, "las_smooth_tail": 0.1, "las_shape": "linear"})
+    z, y = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2])
+    log_p = torch.log_softmax(z, 1)
+    by_hand = [(1 - e) * -log_p[i, c] - e * log_p[i].mean() for i, (c, e) in enumerate([(0, 0.4), (2, 0.1)])]
+    assert loss(z, y) == pytest.approx(float(sum(by_hand) / 2), rel=1e-6)
+
+
+def test_mislas_fine_tunes_the_stage_one_head_with_las_and_says_when_stage_one_had_no_mixup(tmp_path):
+    bank = write_viewed_bank(tmp_path / "bank.h5")
+    res = invoke("run", "--bank", bank, "--method", "mislas", "--epochs", 1, "--lr", 0.0, "--run", "m", "--no-plots")
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "stage2" / "m"
+    cfg = json.loads((run / "config.json").read_text())["cfg"]
+    assert (cfg["head"], cfg["linear_init"], cfg["loss"], cfg["synthetic"]) == ("linear", "stage1", "las", False)
+    with Bank(bank) as b:
+        W, _ = b.head
+    head = torch.load(run / "head.pt", weights_only=True)
+    assert torch.allclose(head["fc.weight"], torch.as_tensor(W))              # lr 0: still the stage-one head
+    assert "no mixup" in res.output and "no mixup" in (run / "report.md").read_text()
+    mixed = write_viewed_bank(tmp_path / "mixed" / "bank.h5", mixup=1.0)
+    res = invoke("run", "--bank", mixed, "--method", "mislas", "--epochs", 1, "--run", "m", "--no-plots")
+    assert res.exit_code == 0 and "no mixup" not in res.output
+
+
+@pytest.mark.parametrize("args", [["--method", "lws"], ["--method", "tau_norm"], ["--method", "posthoc_la"],
+                                  ["--method", "glag", "--linear-init", "stage1"], ["--method", "glag", "--head", "lws"]])
+def test_heads_on_stage_one_weights_refuse_the_tukey_space(tmp_path, args):
+    bank, _ = make_bank_and_store(tmp_path)
+    res = invoke("run", "--bank", bank, *args, "--space", "tukey", "--epochs", 1)
+    assert res.exit_code != 0 and "--space tukey" in res.output and "raw features" in res.output
+
+
+def test_glag_trains_every_head_the_paper_allows(tmp_path):
+    bank, _ = make_bank_and_store(tmp_path)
+    for name, args in {"lws": ["--head", "lws"], "stage1": ["--linear-init", "stage1"], "scratch": []}.items():
+        res = invoke("run", "--bank", bank, "--epochs", 2, "--run", name, "--no-plots", *args)
+        assert res.exit_code == 0, res.output
+    lws = torch.load(tmp_path / "stage2" / "lws" / "head.pt", weights_only=True)
+    assert set(lws) == {"weight", "bias", "scales"} and not torch.allclose(lws["scales"], torch.ones(6))
+
+
+def test_a_tukey_space_run_keeps_working_with_a_fresh_head(tmp_path):
+    bank, _ = make_bank_and_store(tmp_path)
+    res = invoke("run", "--bank", bank, "--space", "tukey", "--epochs", 1, "--no-plots")
+    assert res.exit_code == 0, res.output
+    with pytest.raises(GlagError):
+        from classify.config import check, defaults
+        with Bank(bank) as b:
+            check(dict(defaults(), head="lws", space="tukey"), b)
