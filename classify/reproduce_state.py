@@ -19,6 +19,10 @@ from data.store import Store
 # classify may not import); "out" and "data_root" name places, not results.
 RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
                           "stop_after_epochs", "workers", "preload_mb", "dump_batch_size"})
+# What the dump adds to a trained model: a bank must have them, its checkpoint need not (a dump adds them).
+DUMP_KEYS = frozenset({"views", "views_dtype", "views_logits"})
+# Values a config written before an option existed stands for (banks from before views and mixup).
+OLD_DEFAULTS = {"views": 0, "mixup": 0.0}
 
 
 def same_value(recorded, wanted) -> bool:
@@ -39,6 +43,7 @@ def agrees(config: dict, wanted: dict, skip=()) -> bool:
 
     Options a config does not record (e.g. another loss's --graloss-c on a CE bank) are ignored.
     """
+    config = dict(OLD_DEFAULTS, **config)
     return all(same_value(config[k], v) for k, v in wanted.items() if k in config and k not in skip)
 
 
@@ -64,7 +69,7 @@ def checkpoint_agrees(bank: Path, wanted: dict) -> bool:
         config = json.loads(state["config"])
     except Exception:  # unreadable for any reason: start over rather than fail on it
         return False
-    return agrees(config, wanted, RUNTIME_KEYS)
+    return agrees(config, wanted, RUNTIME_KEYS | DUMP_KEYS)
 
 
 def store_done(path: Path, bank: Path, wanted: dict) -> bool:

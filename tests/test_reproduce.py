@@ -115,6 +115,11 @@ def test_values_compare_across_text_and_types():
     # options a config does not record (another loss's) and runtime ones are not compared
     assert agrees({"epochs": 8, "loss": "ce"}, {"epochs": "8", "graloss_c": "3"})
     assert agrees({"threads": 2}, {"threads": "1"}, skip=("threads",)) and not agrees({"epochs": 8}, {"epochs": 9})
+    # a bank from before views counts as views 0, so asking for views re-dumps it...
+    assert not agrees({"epochs": 8}, {"views": "8"}) and agrees({"epochs": 8}, {"views": "0", "mixup": "0"})
+    from classify.reproduce_state import DUMP_KEYS, RUNTIME_KEYS
+    # ...from its checkpoint, which the dump options never make out of date
+    assert agrees({"epochs": 8}, {"views": "8", "views_dtype": "float32"}, RUNTIME_KEYS | DUMP_KEYS)
 
 
 def test_plan_layout_and_store_only_for_glag(tmp_path):
