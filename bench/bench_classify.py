@@ -21,10 +21,10 @@ import click
 import numpy as np
 import torch
 
-from data.bank import Bank, BankWriter
-from data.splits import group_accuracy, shot_groups
-from data.store import StoreWriter
-from data.tukey import tukey_transform
+from glag.data.bank import Bank, BankWriter
+from glag.data.splits import group_accuracy, shot_groups
+from glag.data.store import StoreWriter
+from glag.data.tukey import tukey_transform
 
 HERE = Path(__file__).resolve().parent
 
@@ -133,7 +133,7 @@ def main(work, jobs, out):
     bank = write_bank(work / "bank.h5")
     store = write_store(bank)
     setup = time.time() - t0
-    cli = [sys.executable, "-m", "classify.cli"]
+    cli = [sys.executable, "-m", "glag.classify.cli"]
     run_s, run_out = timed(cli + ["run", "--bank", str(bank), "--run", "glag40", "--overwrite", "--no-plots"])
     crt_s, crt_out = timed(cli + ["run", "--bank", str(bank), "--method", "crt", "--run", "crt40", "--overwrite",
                                   "--no-plots"])

@@ -7,9 +7,9 @@ class-balanced with SGD for --epochs epochs, both ways in the same process:
          transforms (RandomCrop 32 pad 4, RandomHorizontalFlip, ToTensor, Normalize) and a
          class-balanced WeightedRandomSampler feeds the frozen NCHW backbone (eval mode, no grad),
          and only the head learns; at the end one pass over val + test evaluates it.
-  bank   GLAG: the backbone runs once over train, val and test (extract.dump.dump_bank, the
+  bank   GLAG: the backbone runs once over train, val and test (glag.extract.dump.dump_bank, the
          feature dump of glag-extract), then `glag-classify run --method crt` trains on the cached
-         features (classify.run.run_stage2, the real code path) and evaluates on val and test.
+         features (glag.classify.run.run_stage2, the real code path) and evaluates on val and test.
 
 Reported: seconds per epoch both ways and their ratio; the dump separately; the totals of
 E epochs including the one dump (and evaluation) both ways; the same projected to 40 epochs
@@ -31,18 +31,18 @@ import click
 import numpy as np
 import torch
 
-from classify.config import defaults
-from classify.options import loss_option_specs
-from classify.run import run_stage2
-from data.datasets import load_dataset
-from data.longtail import make_long_tail
-from data.provenance import code_version
-from extract.backbones import Classifier, build_backbone
-from extract.checkpoint import load_checkpoint
-from extract.distributed import Context
-from extract.dump import dump_bank
-from extract.loaders import Images
-from extract.pipeline import resolve_config
+from glag.classify.config import defaults
+from glag.classify.options import loss_option_specs
+from glag.classify.run import run_stage2
+from glag.data.datasets import load_dataset
+from glag.data.longtail import make_long_tail
+from glag.data.provenance import code_version
+from glag.extract.backbones import Classifier, build_backbone
+from glag.extract.checkpoint import load_checkpoint
+from glag.extract.distributed import Context
+from glag.extract.dump import dump_bank
+from glag.extract.loaders import Images
+from glag.extract.pipeline import resolve_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROJECTED_EPOCHS = 40

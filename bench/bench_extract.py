@@ -5,7 +5,7 @@ extracted under --data-root) with the same batch size and augmentation
 (pad-4 random crop + horizontal flip + normalise), measured in one process:
 
   glag       uint8 images in memory, whole-batch tensor crop/flip, channels_last
-             (extract.loaders / extract.augment / extract.trainer, the real code path),
+             (glag.extract.loaders / glag.extract.augment / glag.extract.trainer, the real code path),
              in fp32 (the default on CPU), with --amp bf16 (AMX / AVX512-BF16 CPUs), and
              each of those with --compile (torch.compile; needs a C++ compiler, warms up once)
   reference  what peer repos do: NCHW model, per-image PIL transforms
@@ -16,7 +16,7 @@ Each loop runs in its own process (GLAG's set up as glag-extract sets itself up,
 the reference with the default allocator), and rounds alternate between them;
 the median and the best round are reported (on
 a shared machine the best round is the least disturbed one).
-Then the dump: rows/s of extract.dump.dump_bank over all splits and the bank's size.
+Then the dump: rows/s of glag.extract.dump.dump_bank over all splits and the bank's size.
 Writes bench/results/extract.json and extract.md.
 
     python bench/bench_extract.py --data-root ./datasets      # after extracting cifar10-jpeg.tar.gz there
@@ -34,17 +34,17 @@ import click
 import numpy as np
 import torch
 
-from data.datasets import load_dataset
-from data.longtail import make_long_tail
-from data.provenance import code_version
-from extract.backbones import Classifier, build_backbone
-from extract.dump import dump_bank
-from extract.loaders import Images, epoch_order, seeded, split_batches
-from extract.losses import build_loss
-from extract.pipeline import resolve_config
-from extract.distributed import Context
-from extract.hostmem import keep_freed_memory
-from extract.trainer import Trainer
+from glag.data.datasets import load_dataset
+from glag.data.longtail import make_long_tail
+from glag.data.provenance import code_version
+from glag.extract.backbones import Classifier, build_backbone
+from glag.extract.dump import dump_bank
+from glag.extract.loaders import Images, epoch_order, seeded, split_batches
+from glag.extract.losses import build_loss
+from glag.extract.pipeline import resolve_config
+from glag.extract.distributed import Context
+from glag.extract.hostmem import keep_freed_memory
+from glag.extract.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

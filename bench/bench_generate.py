@@ -6,13 +6,13 @@ The reference does what free-lunch distribution calibration and TailCalibX do,
 in torch and as vectorised as that design allows: every class covariance
 materialised (C x D x D, float32), then per tail sample one calibrated
 covariance (Eq. 9), its Cholesky factor (batched), and the rows drawn from it.
-Both sides load the bank with the same streaming pass (generate.stats), use
+Both sides load the bank with the same streaming pass (glag.generate.stats), use
 the same support search, and draw the rows the gap rule gives each tail sample
 (round-robin, one generation epoch) on the same tail classes.
 
 Each side runs in its own subprocess, so peak memory (getrusage maxrss) is its
 own; "above baseline" subtracts the RSS after imports (torch alone is ~0.5 GB).
-Banks are random (generate.toybank) and cached as raw float32 files under
+Banks are random (glag.generate.toybank) and cached as raw float32 files under
 --cache, so both sides read identical rows from disk. Figures go to
 bench/results/generate.json and generate.md. Timings on a shared machine are
 noisy: compare sides of one run, not runs of different days.
@@ -32,11 +32,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from generate.afg import AdaptiveFeatureGenerator                           # noqa: E402
-from generate.neighbors import support_classes                              # noqa: E402
-from generate.parallel import parallel_classes, release_memory              # noqa: E402
-from generate.stats import class_moments                                    # noqa: E402
-from generate.toybank import ToyBank, exp_counts                            # noqa: E402
+from glag.generate.afg import AdaptiveFeatureGenerator                           # noqa: E402
+from glag.generate.neighbors import support_classes                              # noqa: E402
+from glag.generate.parallel import parallel_classes, release_memory              # noqa: E402
+from glag.generate.stats import class_moments                                    # noqa: E402
+from glag.generate.toybank import ToyBank, exp_counts                            # noqa: E402
 
 BETA, GAMMA, K, LAM = 0.6, 0.0, 3, 0.5
 

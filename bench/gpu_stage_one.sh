@@ -34,14 +34,14 @@ cat "$WORK/machine.txt"
 test -f "$ARCHIVE" || { echo "missing $ARCHIVE (copy ../shared/data/cifar10-jpeg.tar.gz there)" >&2; exit 2; }
 tar xzf "$ARCHIVE" -C "$DATA"
 # decode the 60k JPEGs once (writes the pixel cache) so the runs below do not each decode
-"$PYTHON" -c "import sys; from data.datasets import load_dataset; load_dataset('cifar10-jpeg', sys.argv[1], workers=8)" "$DATA"
+"$PYTHON" -c "import sys; from glag.data.datasets import load_dataset; load_dataset('cifar10-jpeg', sys.argv[1], workers=8)" "$DATA"
 
 common=(--dataset cifar10-jpeg --data-root "$DATA" --im "$IM" --device "${DEVICE:-cuda}" --threads 4 --no-resume)
 [[ "${COMPILE:-0}" == 1 ]] && common+=(--compile)
 
 # Probe: a short ce run alone on the GPU (its last epoch line is the single-run images/s).
 probe_start=$SECONDS
-"$PYTHON" -m extract.cli "${common[@]}" --loss ce --epochs "${PROBE_EPOCHS:-3}" --out "$WORK/probe/bank.h5" \
+"$PYTHON" -m glag.extract.cli "${common[@]}" --loss ce --epochs "${PROBE_EPOCHS:-3}" --out "$WORK/probe/bank.h5" \
     > /dev/null 2> "$OUT/probe.log"
 probe_s=$((SECONDS - probe_start))
 n_train=$(grep -oE '\(([0-9]+) train images' "$OUT/probe.log" | grep -oE '[0-9]+' | head -1)
@@ -61,7 +61,7 @@ echo "probe: $ips img/s single run, $n_train train images, ${probe_s}s; running 
 
 pids=()
 for loss in ce graloss; do
-  timeout $((deadline - SECONDS)) "$PYTHON" -m extract.cli "${common[@]}" --loss "$loss" --epochs "$epochs" \
+  timeout $((deadline - SECONDS)) "$PYTHON" -m glag.extract.cli "${common[@]}" --loss "$loss" --epochs "$epochs" \
       --out "$OUT/$loss/bank.h5" > "$WORK/$loss.table.md" 2> "$OUT/$loss.log" &
   pids+=($!)
 done

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.errors import GlagError
-from data.mixing import gamma_noise, mix_rows
-from data.tukey import tukey_inverse, tukey_transform
+from glag.data.errors import GlagError
+from glag.data.mixing import gamma_noise, mix_rows
+from glag.data.tukey import tukey_inverse, tukey_transform
 
 SPACES = ("raw", "tukey")
 AUTO = "auto"
@@ -145,10 +145,10 @@ class Block:
 
 
 class SyntheticRows:
-    """Finished synthetic rows for any epoch and any per-class beta (Eq. 8-9 via data.mixing).
+    """Finished synthetic rows for any epoch and any per-class beta (Eq. 8-9 via glag.data.mixing).
 
     Args:
-        store: data.store.Store.
+        store: glag.data.store.Store.
         space: the head's space, "raw" or "tukey".
         lam: Tukey lambda of the store (its `tukey_lambda` attr).
         stage1: (W (C, D), b (C,)) tensors, the stage-one head; teacher for synthetic rows, in raw space.

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data.registry import registrar
+from glag.data.registry import registrar
 
 BETA_RULES: dict = {}
 register_beta_rule = registrar(BETA_RULES, "AD rule")

@@ -2,8 +2,8 @@
 import click
 from click.core import ParameterSource
 
-from data.cliutil import RUNS_ROOT, friendly_errors
-from data.errors import GlagError
+from glag.data.cliutil import RUNS_ROOT, friendly_errors
+from glag.data.errors import GlagError
 
 from .options import run_options
 from .reproduce import reproduce_options

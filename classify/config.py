@@ -9,9 +9,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from data.errors import GlagError
-from data.provenance import config_json
-from data.splits import RULES
+from glag.data.errors import GlagError
+from glag.data.provenance import config_json
+from glag.data.splits import RULES
 
 from .batches import views_to_use
 
@@ -75,7 +75,7 @@ OPTIONS = {
     "ncm_metric": ("cosine", "NCM: cosine or euclidean."),
     "posthoc_la_taus": ("0:2:0.1", "Post-hoc logit adjustment: one tau, or START:STOP:STEP swept on val."),
     "deploy": (True, "Write model.pt: stage one's backbone (from its checkpoint beside the bank) with this head, "
-                     "loadable with extract.backbones.load_deployed."),
+                     "loadable with glag.extract.backbones.load_deployed."),
     "plots": (True, "Write PNG plots (matplotlib) and the t-SNE of a few classes."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }

@@ -1,10 +1,10 @@
 """The deployable `model.pt` of a run: stage one's backbone with this run's head, self-describing.
 
-classify never builds a backbone (that needs extract.backbones, and through it torchvision);
+classify never builds a backbone (that needs glag.extract.backbones, and through it torchvision);
 it copies the backbone's tensors out of stage one's checkpoint and writes beside them what
-`extract.backbones.load_deployed` needs to rebuild the network on any machine:
+`glag.extract.backbones.load_deployed` needs to rebuild the network on any machine:
 
-    from extract.backbones import load_deployed
+    from glag.extract.backbones import load_deployed
     model = load_deployed("runs/<dataset>/stage2/<run>/model.pt")   # (B, Cin, H, W) in [0, 1] -> (B, C)
 
 The file holds only tensors, strings, numbers and plain containers, so it loads with
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from data.deployed import FORMAT, STAGE_ONE_FORMAT
-from data.provenance import code_version, config_json
+from glag.data.deployed import FORMAT, STAGE_ONE_FORMAT
+from glag.data.provenance import code_version, config_json
 
 WRAPPERS = ("module.", "_orig_mod.")         # prefixes DDP and torch.compile add to parameter names
-HEAD_KEYS = ("head.weight", "head.bias")     # extract.backbones.Classifier's linear head
+HEAD_KEYS = ("head.weight", "head.bias")     # glag.extract.backbones.Classifier's linear head
 FIELDS = ("format", "backbone", "in_channels", "image_size", "num_classes", "feature_dim", "preprocess",
           "head", "class_names", "state_dict", "config", "upstream", "code_version")
 
@@ -76,7 +76,7 @@ def _matches_bank(state: dict, bank) -> str | None:
     """Why the checkpoint's head is not the bank's stage-one head (so not the model that dumped it), or None."""
     missing = [k for k in HEAD_KEYS if k not in state]
     if missing:
-        return f"it has no {missing} (not an extract.backbones.Classifier checkpoint)"
+        return f"it has no {missing} (not an glag.extract.backbones.Classifier checkpoint)"
     W1, b1 = (torch.from_numpy(t) for t in bank.head)
     W, b = state["head.weight"].float(), state["head.bias"].float()
     if W.shape != W1.shape or not (torch.allclose(W, W1, atol=1e-5) and torch.allclose(b, b1, atol=1e-5)):
@@ -106,7 +106,7 @@ def build_deployed(bank, W: torch.Tensor, b: torch.Tensor, cfg: dict, stage_two:
     """The model.pt dict (or None) and a status {"checkpoint", "reason"} for metrics.json.
 
     Args:
-        bank: data.bank.Bank of the run.
+        bank: glag.data.bank.Bank of the run.
         W, b: (C, D), (C,) linear equivalent of the trained head in the head's feature space.
         cfg: the run's resolved config (space, tukey_lambda, method, head).
         stage_two: the run's config as written to config.json (stored under "config").

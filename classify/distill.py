@@ -2,7 +2,7 @@
 
     loss = loss_CE(y, z) + alpha(T) * loss_KD(M1, M2; z)              (Eq. 11)
 
-loss_CE is any loss of `extract.losses.LOSSES` (plain CE by default); the KD
+loss_CE is any loss of `glag.extract.losses.LOSSES` (plain CE by default); the KD
 term is taken on head-class rows only, against the stage-one logits, with
 alpha(T) the same schedule as GraLoss (Eq. 3).
 """
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from extract.losses import alpha_t
+from glag.extract.losses import alpha_t
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from data.splits import group_accuracy
+from glag.data.splits import group_accuracy
 
 
 @torch.no_grad()
@@ -24,6 +24,6 @@ def per_class_accuracy(head, rows, num_classes: int) -> np.ndarray:
 
 
 def split_metrics(head, rows, groups) -> dict:
-    """data.splits.group_accuracy of the head on `rows`: overall, many, medium, few, per_class."""
+    """glag.data.splits.group_accuracy of the head on `rows`: overall, many, medium, few, per_class."""
     pred = predict(head, rows.features).cpu().numpy()
     return group_accuracy(pred, rows.labels.cpu().numpy(), groups)

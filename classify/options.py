@@ -1,7 +1,7 @@
 """click options of `glag-classify run`, built from config.OPTIONS and the stage-two losses' own options."""
 import click
 
-from extract.losses import LOSSES, loss_options
+from glag.extract.losses import LOSSES, loss_options
 
 from .config import AUTO, AUTO_FLOATS, AUTO_INTS, CHOICES, OPTIONS, PRESETS
 from .heads import HEADS

@@ -7,7 +7,7 @@ import click
 import numpy as np
 import torch
 
-from data.provenance import code_version, now
+from glag.data.provenance import code_version, now
 
 from .deploy import build_deployed
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from data.errors import GlagError
-from data.splits import shot_groups
-from extract.losses import build_loss
+from glag.data.errors import GlagError
+from glag.data.splits import shot_groups
+from glag.extract.losses import build_loss
 
 from .batches import SyntheticRows, load_real, load_train
 from .beta import AdaptiveBeta

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.splits import GROUPS
+from glag.data.splits import GROUPS
 
 GROUP_COLOURS = ("C0", "C1", "C3")     # many, medium, few
 NAMED_CLASSES = 20                     # up to this many classes, points and rows carry class names

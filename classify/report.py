@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from data.splits import format_table
+from glag.data.splits import format_table
 
 DEPLOY = """## Using the head
 
@@ -98,7 +98,7 @@ def _deploy(folder: Path, cfg: dict, status: dict | None) -> str:
     if (folder / "model.pt").is_file():
         model = ("- `model.pt`: stage one's backbone with this head, self-describing (backbone, input size, "
                  f"normalisation, head space `{cfg['space']}`): "
-                 "`from extract.backbones import load_deployed; model = load_deployed(\"model.pt\")`, "
+                 "`from glag.extract.backbones import load_deployed; model = load_deployed(\"model.pt\")`, "
                  "then `model(images)` with images (B, Cin, H, W) in [0, 1].\n")
     else:
         model = f"- no `model.pt`: {(status or {}).get('reason') or 'not written'}.\n"

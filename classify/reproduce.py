@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 from .reproduce_plan import experiment_dir, parse_tool_args, plan, to_argv
 from .reproduce_recipes import RECIPES, check_names, find_recipe
 
-TOOLS = {"extract": ("extract.cli", "glag-extract", []), "generate": ("generate.cli", "glag-generate", []),
-         "classify": ("classify.cli", "glag-classify", ["run"])}
+TOOLS = {"extract": ("glag.extract.cli", "glag-extract", []), "generate": ("glag.generate.cli", "glag-generate", []),
+         "classify": ("glag.classify.cli", "glag-classify", ["run"])}
 RECIPE = "recipe"
 
 OPTIONS = [

@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 from .reproduce_recipes import METHODS, needs_store, tune_points
 

@@ -10,8 +10,8 @@ docs/reproduce.md lists the resolved values.
 """
 from dataclasses import dataclass, field
 
-from data.errors import GlagError
-from extract.losses import LOSSES
+from glag.data.errors import GlagError
+from glag.extract.losses import LOSSES
 
 # Table 6/7 of the paper: the stage-one losses compared, and the stage-two rows run from each bank.
 ALL_LOSSES = ("ce", "graloss", "logit_adjust", "balanced_softmax", "ldam")
@@ -78,7 +78,7 @@ class Recipe:
         name: registry key (`--recipe`).
         dataset: `glag-extract --dataset` name.
         ims: imbalance ratios, the first is the default; () = the dataset's listed long tail.
-        losses, methods: names in extract.losses.LOSSES and METHODS.
+        losses, methods: names in glag.extract.losses.LOSSES and METHODS.
         seeds: how many seeds (0 .. seeds-1).
         extract, generate, classify: options added to every call of that tool (underscored keys).
         device: "cpu" or "gpu": what the schedule is sized for (auto picks by the machine).

@@ -11,11 +11,11 @@
 import json
 from pathlib import Path
 
-from data.bank import Bank
-from data.errors import GlagError
-from data.store import Store
+from glag.data.bank import Bank
+from glag.data.errors import GlagError
+from glag.data.store import Store
 
-# Options that do not change what stage one computes (mirrors extract.checkpoint.RUNTIME_KEYS, which
+# Options that do not change what stage one computes (mirrors glag.extract.checkpoint.RUNTIME_KEYS, which
 # classify may not import); "out" and "data_root" name places, not results.
 RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
                           "stop_after_epochs", "workers", "preload_mb", "dump_batch_size"})

@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from data.atomic import atomic_file
-from data.bank import Bank
-from data.provenance import code_version, now
+from glag.data.atomic import atomic_file
+from glag.data.bank import Bank
+from glag.data.provenance import code_version, now
 
 from .reproduce_plan import to_argv
 from .table import COLUMNS, load_metrics

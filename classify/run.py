@@ -4,11 +4,11 @@ from pathlib import Path
 
 import click
 
-from data.atomic import atomic_dir
-from data.bank import Bank
-from data.cliutil import resolve_bank
-from data.errors import GlagError
-from data.store import Store
+from glag.data.atomic import atomic_dir
+from glag.data.bank import Bank
+from glag.data.cliutil import resolve_bank
+from glag.data.errors import GlagError
+from glag.data.store import Store
 
 from .config import AUTO, apply_preset, check, resolve_auto, run_dir, same_config
 from .outputs import write_run

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
-from data.atomic import atomic_file
-from data.cliutil import resolve_bank
-from data.errors import GlagError
+from glag.data.atomic import atomic_file
+from glag.data.cliutil import resolve_bank
+from glag.data.errors import GlagError
 
 from .config import defaults
 from .grids import GRIDS

@@ -4,8 +4,8 @@ import io
 import json
 from pathlib import Path
 
-from data.errors import GlagError
-from data.splits import GROUPS, format_table
+from glag.data.errors import GlagError
+from glag.data.splits import GROUPS, format_table
 
 COLUMNS = ("overall",) + GROUPS
 LABELS = ("method", "head", "bank_loss", "synthetic", "ad", "kd")
@@ -37,7 +37,7 @@ def _add(rows: dict, label: str, value, where: str) -> None:
 
 def stage_one_rows(banks, split: str) -> dict:
     """{"stage one (<loss> bank)": accuracy dict} from each bank's stage1 metrics, labelled like run rows."""
-    from data.bank import Bank
+    from glag.data.bank import Bank
     rows = {}
     for path in dict.fromkeys(str(b) for b in banks):  # a bank named twice is one row
         with Bank(path) as bank:

@@ -24,9 +24,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.errors import GlagError
-from data.h5writer import AtomicH5Writer
-from data.provenance import code_version, config_json, now
+from glag.data.errors import GlagError
+from glag.data.h5writer import AtomicH5Writer
+from glag.data.provenance import code_version, config_json, now
 
 SCHEMA = "glag-bank/2"
 READABLE = ("glag-bank/1", SCHEMA)   # schema 1 = the same layout without train_views

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from data.bank import find_banks
-from data.datasets import canonical_name
-from data.errors import GlagError
+from glag.data.bank import find_banks
+from glag.data.datasets import canonical_name
+from glag.data.errors import GlagError
 
 RUNS_ROOT = "runs"
 

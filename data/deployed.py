@@ -1,4 +1,4 @@
-"""The deployable-model format: written by classify (model.pt), read by extract.backbones.load_deployed.
+"""The deployable-model format: written by classify (model.pt), read by glag.extract.backbones.load_deployed.
 
 It lives in data/ because neither stage may import the other.
 """

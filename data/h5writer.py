@@ -1,8 +1,8 @@
 """The part every GLAG HDF5 writer shares: a temp file beside the target, renamed only on success."""
 import h5py
 
-from data.atomic import atomic_file
-from data.errors import GlagError
+from glag.data.atomic import atomic_file
+from glag.data.errors import GlagError
 
 
 class AtomicH5Writer:

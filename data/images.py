@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 MODES = {1: "L", 3: "RGB"}
 PROGRESS_EVERY = 10000          # images between progress lines of decode_all
@@ -61,7 +61,7 @@ def decode_all(paths, channels: int, size: int, workers: int = 2, what: str = "d
     Returns:
         (N, size, size, channels) uint8.
     """
-    from data.cliutil import echo_progress  # click is only needed when there is something to report
+    from glag.data.cliutil import echo_progress  # click is only needed when there is something to report
 
     paths = list(paths)
     out = np.empty((len(paths), size, size, channels), dtype=np.uint8)

@@ -15,8 +15,8 @@ at `size - val_per_class`; every other class gets exactly the standard count.
 """
 import numpy as np
 
-from data.datasets.base import ImageSet, LongTailDataset, RawDataset
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, LongTailDataset, RawDataset
+from glag.data.errors import GlagError
 
 PROFILES = ("exp", "step", "listed")
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.errors import GlagError
-from data.h5writer import AtomicH5Writer
-from data.provenance import code_version, config_json, now
+from glag.data.errors import GlagError
+from glag.data.h5writer import AtomicH5Writer
+from glag.data.provenance import code_version, config_json, now
 
 SCHEMA = "glag-store/1"
 DTYPES = {"float32": np.float32, "float16": np.float16}

@@ -15,7 +15,7 @@ to match (`mixup_loss`). The feature bank's augmented views never use it.
 import torch
 from torchvision.transforms import v2
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 AUTOAUGMENT = ("none", "cifar10", "imagenet", "svhn")    # torchvision's AutoAugmentPolicy names
 
@@ -160,7 +160,7 @@ def mixup_loss(loss_fn, logits, labels, lam, perm):
     """lam * loss(z, y) + (1 - lam) * loss(z, y[perm]): the mixup objective for any stage-one loss.
 
     Args:
-        loss_fn: (logits (B, C), labels (B,)) -> scalar, e.g. a member of extract.losses.LOSSES.
+        loss_fn: (logits (B, C), labels (B,)) -> scalar, e.g. a member of glag.extract.losses.LOSSES.
         logits: (B, C) of the mixed batch; labels: (B,) of the unmixed one; lam: () tensor or float.
     """
     return lam * loss_fn(logits, labels) + (1 - lam) * loss_fn(logits, labels[perm])

@@ -9,10 +9,10 @@ import pickle
 
 import torch
 
-from data.atomic import atomic_file
-from data.deployed import STAGE_ONE_FORMAT
-from data.errors import GlagError
-from data.provenance import code_version, config_json
+from glag.data.atomic import atomic_file
+from glag.data.deployed import STAGE_ONE_FORMAT
+from glag.data.errors import GlagError
+from glag.data.provenance import code_version, config_json
 
 FORMAT = STAGE_ONE_FORMAT
 # Options that do not change what is trained: a resume may differ in these. The views are only

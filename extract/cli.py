@@ -2,16 +2,16 @@
 
     glag-extract --dataset digits                       # the embedded demo, well under a minute on CPU
     glag-extract --dataset cifar10-jpeg --loss ce       # a baseline bank
-    torchrun --nproc-per-node 4 -m extract.cli --dataset imagenet-lt   # several GPUs
+    torchrun --nproc-per-node 4 -m glag.extract.cli --dataset imagenet-lt   # several GPUs
 
 A rerun continues from the checkpoint beside the bank (--no-resume starts over).
 """
 import click
 
-from data.cliutil import friendly_errors
-from extract.hostmem import keep_freed_memory
-from extract.options import apply_options
-from extract.pipeline import run_extract
+from glag.data.cliutil import friendly_errors
+from glag.extract.hostmem import keep_freed_memory
+from glag.extract.options import apply_options
+from glag.extract.pipeline import run_extract
 
 
 @click.command(context_settings={"max_content_width": 110})

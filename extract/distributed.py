@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP = ("auto", "bf16", "fp32")

@@ -1,7 +1,7 @@
 """The feature dump: features, logits and stage-one metrics of a trained model into a bank.
 
 Every split (train included) is passed in eval mode without augmentation, in
-batches, and its rows stream straight into `data.bank.BankWriter`. Under DDP
+batches, and its rows stream straight into `glag.data.bank.BankWriter`. Under DDP
 each rank computes every world-th row of a chunk and rank 0 writes the
 gathered chunk, so the bank holds every row once, in the split's order.
 
@@ -18,14 +18,14 @@ import time
 import numpy as np
 import torch
 
-from data.atomic import free_bytes
-from data.bank import BankWriter
-from data.cliutil import echo_progress
-from data.errors import GlagError
-from data.splits import format_table, group_accuracy, shot_groups
-from extract.augment import BatchTransform
-from extract.distributed import all_reduce_sum, gather_rows
-from extract.loaders import Images, seeded
+from glag.data.atomic import free_bytes
+from glag.data.bank import BankWriter
+from glag.data.cliutil import echo_progress
+from glag.data.errors import GlagError
+from glag.data.splits import format_table, group_accuracy, shot_groups
+from glag.extract.augment import BatchTransform
+from glag.extract.distributed import all_reduce_sum, gather_rows
+from glag.extract.loaders import Images, seeded
 
 SPLIT_ORDER = ("train", "val", "test")
 VIEW_PURPOSE = 7  # the trainer's streams use purposes 0 (order) and 1 (augmentation)
@@ -89,7 +89,7 @@ def dump_bank(model, data, splits: dict, cfg: dict, ctx, out, log=print) -> dict
     Args:
         model: the trained Classifier (not DDP-wrapped), on ctx.device.
         data: the LongTailDataset (names, train counts).
-        splits: {"train", "val", "test": extract.loaders.Images} of its splits.
+        splits: {"train", "val", "test": glag.extract.loaders.Images} of its splits.
         cfg: resolved config, stored in the bank; uses image_size, dump_batch_size, groups.
         out: bank path.
     Returns:

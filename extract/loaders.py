@@ -11,8 +11,8 @@ DDP rank see the same global order; each rank takes every world-th row of it
 import numpy as np
 import torch
 
-from data.datasets.base import ImageSet
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet
+from glag.data.errors import GlagError
 
 SAMPLERS = ("instance", "class")
 
@@ -71,7 +71,7 @@ class _Files(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        from data.images import decode_image   # Pillow only where files are read
+        from glag.data.images import decode_image   # Pillow only where files are read
         try:
             img = decode_image(self.paths[i], self.channels, size=self.size)
         except OSError as e:

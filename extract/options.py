@@ -2,18 +2,18 @@
 
 Options whose default shows as "(recipe)" take the dataset recipe's value
 (extract/recipes.py) when not given; each loss's own options are generated
-from its signature (extract.losses.loss_options) and carry its name as prefix.
+from its signature (glag.extract.losses.loss_options) and carry its name as prefix.
 """
 import click
 
-from data.datasets import ALIASES, DATASETS, canonical_name
-from data.longtail import PROFILES
-from data.splits import RULES
-from extract.augment import AUTOAUGMENT
-from extract.backbones import BACKBONES
-from extract.distributed import AMP, DEVICES
-from extract.loaders import SAMPLERS
-from extract.losses import LOSSES, loss_options
+from glag.data.datasets import ALIASES, DATASETS, canonical_name
+from glag.data.longtail import PROFILES
+from glag.data.splits import RULES
+from glag.extract.augment import AUTOAUGMENT
+from glag.extract.backbones import BACKBONES
+from glag.extract.distributed import AMP, DEVICES
+from glag.extract.loaders import SAMPLERS
+from glag.extract.losses import LOSSES, loss_options
 
 RECIPE = "recipe"
 

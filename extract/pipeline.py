@@ -10,18 +10,18 @@ from pathlib import Path
 import click
 import torch
 
-from data.cliutil import echo_progress
-from data.datasets import DATASETS, load_dataset
-from data.errors import GlagError
-from data.longtail import make_long_tail
-from extract.backbones import Classifier, build_backbone, load_pretrained
-from extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
-from extract.distributed import close_context, init_context
-from extract.dump import check_space, dump_bank
-from extract.loaders import Images
-from extract.losses import LOSSES, build_loss, loss_options
-from extract.recipes import recipe_for, resolve
-from extract.trainer import Trainer
+from glag.data.cliutil import echo_progress
+from glag.data.datasets import DATASETS, load_dataset
+from glag.data.errors import GlagError
+from glag.data.longtail import make_long_tail
+from glag.extract.backbones import Classifier, build_backbone, load_pretrained
+from glag.extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
+from glag.extract.distributed import close_context, init_context
+from glag.extract.dump import check_space, dump_bank
+from glag.extract.loaders import Images
+from glag.extract.losses import LOSSES, build_loss, loss_options
+from glag.extract.recipes import recipe_for, resolve
+from glag.extract.trainer import Trainer
 
 RESIZE_MARGIN = 8 / 7  # "resize" recipes decode at 8/7 of the crop (256 for 224) and crop inside
 GPU_RESIDENT_MB = 2048  # an in-memory train split up to this size lives on the GPU: no copy per step

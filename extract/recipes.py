@@ -9,7 +9,7 @@ conventions (200 epochs, batch 128, lr 0.1, 5 warm-up epochs, pad-4 crop + flip)
 A dataset without a recipe (a user's folder of images) gets `generic_recipe`,
 chosen by image size.
 """
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -7,7 +7,7 @@ order of rows and the augmentation of epoch e are drawn from generators seeded
 by (seed, e) only, and a checkpoint holds everything else that changes (weights,
 momentum, schedule step), so a resumed run ends with the same weights as an
 uninterrupted one. With `--mixup ALPHA` > 0 each batch is mixed with a
-permutation of itself (extract.augment.mixup), lambda and the permutation drawn
+permutation of itself (glag.extract.augment.mixup), lambda and the permutation drawn
 from the same augmentation generator, so resume stays exact with mixup too.
 """
 import math
@@ -18,11 +18,11 @@ import time
 import click
 import torch
 
-from data.errors import GlagError
-from extract.augment import BatchTransform, mixup, mixup_loss
-from extract.checkpoint import save_checkpoint
-from extract.distributed import all_reduce_sum, barrier, wrap_model
-from extract.loaders import epoch_order, seeded, shard, split_batches
+from glag.data.errors import GlagError
+from glag.extract.augment import BatchTransform, mixup, mixup_loss
+from glag.extract.checkpoint import save_checkpoint
+from glag.extract.distributed import all_reduce_sum, barrier, wrap_model
+from glag.extract.loaders import epoch_order, seeded, shard, split_batches
 
 PROGRESS_EVERY_S = 30.0  # a line within long epochs, so ImageNet-sized runs show life
 
@@ -67,7 +67,7 @@ def local_batch(cfg: dict, world: int) -> int:
 
 
 class Trainer:
-    """Trains a Classifier with a stage-one loss on a split held by `extract.loaders.Images`.
+    """Trains a Classifier with a stage-one loss on a split held by `glag.extract.loaders.Images`.
 
     Args:
         model: Classifier, already on ctx.device.
@@ -75,7 +75,7 @@ class Trainer:
         images: the long-tailed train split (Images).
         cfg: resolved config (epochs, batch_size, lr, momentum, weight_decay, warmup_epochs,
             sampler, seed, compile, crop/flip/cutout/mean/std).
-        ctx: extract.distributed.Context.
+        ctx: glag.extract.distributed.Context.
         image_size: side of the training crops.
     """
 

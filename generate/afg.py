@@ -14,7 +14,7 @@ Order of steps (fixed here because the paper leaves parts implicit):
   6. Per generation epoch, the gap rule gives each class N_max - N_k rows
      (optionally capped). A tail row of sample i stores a = x_hat_i + z_own and
      d = b - a, b = mu_S + z_S; beta (Eq. 8-9) and the gamma noise are applied
-     by stage two (`data.mixing.mix_rows`), so beta can adapt per class without
+     by stage two (`glag.data.mixing.mix_rows`), so beta can adapt per class without
      regenerating. A non-tail row is a draw from its class's own distribution,
      a = mu_k + z_own, with d = 0.
 """
@@ -23,13 +23,13 @@ import time
 import numpy as np
 import torch
 
-from data.errors import GlagError
-from data.mixing import GAMMA_MODES
-from generate.neighbors import check_k, support_classes
-from generate.parallel import ordered_map, release_memory
-from generate.sampler import CalibratedSampler, build_factors, epoch_segments, gap_counts
-from generate.stats import class_moments
-from generate.tail import tail_mask
+from glag.data.errors import GlagError
+from glag.data.mixing import GAMMA_MODES
+from glag.generate.neighbors import check_k, support_classes
+from glag.generate.parallel import ordered_map, release_memory
+from glag.generate.sampler import CalibratedSampler, build_factors, epoch_segments, gap_counts
+from glag.generate.stats import class_moments
+from glag.generate.tail import tail_mask
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import click
 
-from data.bank import Bank
-from data.cliutil import echo_progress, friendly_errors, resolve_bank
-from data.errors import GlagError
-from data.mixing import GAMMA_MODES
-from data.store import DTYPES
-from generate.afg import AdaptiveFeatureGenerator
-from generate.tail import TAIL_RULES
-from generate.writer import announce, check_disk, default_out, is_current, planned_bytes, write_latest, write_store
+from glag.data.bank import Bank
+from glag.data.cliutil import echo_progress, friendly_errors, resolve_bank
+from glag.data.errors import GlagError
+from glag.data.mixing import GAMMA_MODES
+from glag.data.store import DTYPES
+from glag.generate.afg import AdaptiveFeatureGenerator
+from glag.generate.tail import TAIL_RULES
+from glag.generate.writer import announce, check_disk, default_out, is_current, planned_bytes, write_latest, write_store
 
 
 @click.command()

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.errors import GlagError
-from generate.parallel import parallel_classes
-from generate.stats import ClassMoments
+from glag.data.errors import GlagError
+from glag.generate.parallel import parallel_classes
+from glag.generate.stats import ClassMoments
 
 DIST_FLOOR = 1e-6   # d_ij below this (x_hat_i on top of mu_j) counts as this: w_j stays finite
 
@@ -68,7 +68,7 @@ def support_classes(moments: ClassMoments, tail_classes, k: int, device="cpu",
         k: K, support classes per tail sample.
         device: where the distance GEMMs run.
         chunk_rows: tail samples per distance block (0: about 8 MB of distances per block).
-        n_jobs: worker threads over blocks (generate.parallel).
+        n_jobs: worker threads over blocks (glag.generate.parallel).
     Returns:
         Supports.
     """

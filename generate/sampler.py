@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from generate.parallel import parallel_classes
-from generate.stats import ClassMoments, scale_for
+from glag.generate.parallel import parallel_classes
+from glag.generate.stats import ClassMoments, scale_for
 
 
 @dataclass
@@ -46,7 +46,7 @@ def build_factors(moments: ClassMoments, keep_rows, device="cpu", n_jobs: int = 
         moments: from `stats.class_moments`.
         keep_rows: classes whose centred rows must stay (tail classes: their samples are sources).
         device: where the factors live for sampling.
-        n_jobs: worker threads for the per-class QRs (generate.parallel).
+        n_jobs: worker threads for the per-class QRs (glag.generate.parallel).
     Returns:
         Factors.
     """

@@ -2,10 +2,10 @@
 
 One pass over the bank's train split, chunk by chunk: every chunk is checked
 (finite; non-negative when the Tukey power is fractional), transformed
-(Tukey's ladder of powers, `data.tukey`) and copied into per-class row
+(Tukey's ladder of powers, `glag.data.tukey`) and copied into per-class row
 buffers; the bank is never loaded whole. After the pass, each class's mean is
 summed in float64 and its rows are centred on it (classes in parallel). The covariance of Eq. 6 is never formed: it is
-`Xc_k^T Xc_k / (N_k - 1)` and `generate.sampler` samples it through a thin
+`Xc_k^T Xc_k / (N_k - 1)` and `glag.generate.sampler` samples it through a thin
 factor of the centred rows.
 
 A class with one sample has a mean and a centred row of zeros: its own
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.errors import GlagError
-from data.tukey import tukey_transform_
-from generate.parallel import ordered_map, parallel_classes
+from glag.data.errors import GlagError
+from glag.data.tukey import tukey_transform_
+from glag.generate.parallel import ordered_map, parallel_classes
 
 
 @dataclass

@@ -8,8 +8,8 @@ calibrate from (on small datasets every class can have N_k <= 100).
 """
 import numpy as np
 
-from data.errors import GlagError
-from data.registry import registrar
+from glag.data.errors import GlagError
+from glag.data.registry import registrar
 
 TAIL_RULES: dict = {}
 

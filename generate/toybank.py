@@ -1,6 +1,6 @@
 """Random long-tailed feature banks for smoke tests and benchmarks (no real data needed).
 
-`ToyBank` stands in for `data.bank.Bank` as far as the generator reads it
+`ToyBank` stands in for `glag.data.bank.Bank` as far as the generator reads it
 (train_counts, feature_dim, path, fingerprint, config, rows, iter_chunks):
 its rows are drawn chunk by chunk from a fixed seed, so any number of passes
 see the same bank and the full feature matrix is never held. `write_toy_bank`
@@ -13,8 +13,8 @@ import hashlib
 
 import numpy as np
 
-from data.bank import BankWriter
-from data.longtail import class_counts
+from glag.data.bank import BankWriter
+from glag.data.longtail import class_counts
 
 
 def exp_counts(num_classes: int, n_max: int, im: float) -> np.ndarray:

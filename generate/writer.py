@@ -14,11 +14,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from data.atomic import atomic_file, free_bytes
-from data.cliutil import echo_progress
-from data.errors import GlagError
-from data.provenance import config_json, now
-from data.store import DTYPES, Store, StoreWriter, store_bytes
+from glag.data.atomic import atomic_file, free_bytes
+from glag.data.cliutil import echo_progress
+from glag.data.errors import GlagError
+from glag.data.provenance import config_json, now
+from glag.data.store import DTYPES, Store, StoreWriter, store_bytes
 
 SYNTHETIC_DIR = "synthetic"
 LATEST = "latest.json"

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.bank import BankWriter
+from glag.data.bank import BankWriter
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from data.bank import BankWriter
+from glag.data.bank import BankWriter
 
 HEADS, TAILS = (0, 1, 2), (3, 4, 5)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from data.atomic import atomic_dir, atomic_file
+from glag.data.atomic import atomic_dir, atomic_file
 
 
 def test_atomic_file_only_appears_on_success(tmp_path):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from data.errors import GlagError
-from extract.backbones import BACKBONES, Classifier, build_backbone, load_pretrained, register_backbone
-from extract.backbones.resnet_imagenet import Bottleneck, ResNet
+from glag.data.errors import GlagError
+from glag.extract.backbones import BACKBONES, Classifier, build_backbone, load_pretrained, register_backbone
+from glag.extract.backbones.resnet_imagenet import Bottleneck, ResNet
 
 
 def images(b, cin, size, seed=0):

@@ -2,8 +2,8 @@ import h5py
 import numpy as np
 import pytest
 
-from data.bank import SCHEMA, Bank, BankWriter, find_banks
-from data.errors import GlagError
+from glag.data.bank import SCHEMA, Bank, BankWriter, find_banks
+from glag.data.errors import GlagError
 from tests.conftest import write_tiny_bank
 
 

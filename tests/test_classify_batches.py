@@ -2,15 +2,15 @@
 import numpy as np
 import torch
 
-from classify.batches import SyntheticRows, class_order, instance_order
-from data.bank import Bank
-from data.tukey import tukey_inverse
+from glag.classify.batches import SyntheticRows, class_order, instance_order
+from glag.data.bank import Bank
+from glag.data.tukey import tukey_inverse
 from tests.test_classify_cli import make_bank_and_store
 
 
 def test_rebuilt_rows_use_the_current_beta(tmp_path):
     bank_path, store_path = make_bank_and_store(tmp_path)
-    from data.store import Store
+    from glag.data.store import Store
     with Bank(bank_path) as bank, Store(store_path, bank) as store:
         W, b = (torch.from_numpy(t) for t in bank.head)
         block = store.epoch_rows(1)

@@ -6,12 +6,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from classify.batches import Rows
-from classify.beta import AdaptiveBeta, val_loss_slope
-from classify.config import defaults
-from classify.options import loss_option_specs
-from classify.run import run_stage2
-from generate.cli import main as generate
+from glag.classify.batches import Rows
+from glag.classify.beta import AdaptiveBeta, val_loss_slope
+from glag.classify.config import defaults
+from glag.classify.options import loss_option_specs
+from glag.classify.run import run_stage2
+from glag.generate.cli import main as generate
 from tests.known_beta import TAILS, write_known_beta_bank
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from classify.cli import main
-from data.bank import Bank, BankWriter
-from data.store import StoreWriter
-from data.tukey import tukey_transform
+from glag.classify.cli import main
+from glag.data.bank import Bank, BankWriter
+from glag.data.store import StoreWriter
+from glag.data.tukey import tukey_transform
 from tests.conftest import write_tiny_bank
 
 TAIL = [3, 4, 5]
@@ -147,7 +147,7 @@ def test_sweep_grid_may_set_plots_and_run_names(tmp_path):
 
 def test_glag_runs_on_a_store_without_tail_classes(tmp_path):
     """glag-generate's no-tail store (every class well sampled): GLAG still trains; no beta adapts."""
-    from generate.cli import main as generate_main
+    from glag.generate.cli import main as generate_main
     bank = write_tiny_bank(tmp_path / "bank.h5")
     store = tmp_path / "s.h5"
     gen = CliRunner().invoke(generate_main, ["--bank", str(bank), "--out", str(store), "--epochs", "1",

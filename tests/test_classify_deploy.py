@@ -1,4 +1,4 @@
-"""model.pt: stage one's backbone + the stage-two head, rebuilt by extract.backbones.load_deployed.
+"""model.pt: stage one's backbone + the stage-two head, rebuilt by glag.extract.backbones.load_deployed.
 
 End to end on digits: glag-extract (2 epochs) -> glag-classify run -> load_deployed -> the deployed
 network's predictions on the test images are the run's test predictions.
@@ -10,17 +10,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import classify.deploy as deploy
-from classify.cli import main as classify_main
-from data.bank import Bank
-from data.datasets import load_dataset
-from data.errors import GlagError
-from data.splits import group_accuracy
-from data.tukey import tukey_transform
-from extract.backbones import load_deployed
-from extract.backbones import deployed as extract_deployed
-from extract.cli import main as extract_main
-from generate.cli import main as generate_main
+import glag.classify.deploy as deploy
+from glag.classify.cli import main as classify_main
+from glag.data.bank import Bank
+from glag.data.datasets import load_dataset
+from glag.data.errors import GlagError
+from glag.data.splits import group_accuracy
+from glag.data.tukey import tukey_transform
+from glag.extract.backbones import load_deployed
+from glag.extract.backbones import deployed as extract_deployed
+from glag.extract.cli import main as extract_main
+from glag.generate.cli import main as generate_main
 from tests.conftest import write_tiny_bank
 
 ARCH = {"backbone": "resnet_small", "channels": 1, "image_size": 8, "mean": [0.5], "std": [0.35]}

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from classify.distill import DistillObjective, kd_loss
-from extract.losses import alpha_t, build_loss
+from glag.classify.distill import DistillObjective, kd_loss
+from glag.extract.losses import alpha_t, build_loss
 
 
 def test_kd_is_zero_when_student_equals_teacher_and_positive_otherwise():

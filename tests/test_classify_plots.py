@@ -7,7 +7,7 @@ import pytest
 from tests.test_classify_cli import invoke, make_bank_and_store
 
 pytest.importorskip("matplotlib")
-from classify.plots import _plain_log_axis, _pyplot, beta_plot, per_class_plot  # noqa: E402
+from glag.classify.plots import _plain_log_axis, _pyplot, beta_plot, per_class_plot  # noqa: E402
 
 
 def test_glag_run_writes_its_three_plots_and_links_them(tmp_path):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-import classify.run as run_module
-from classify.config import defaults
-from classify.optim import SGD, cosine_lr
-from classify.options import loss_option_specs
-from data.errors import GlagError
+import glag.classify.run as run_module
+from glag.classify.config import defaults
+from glag.classify.optim import SGD, cosine_lr
+from glag.classify.options import loss_option_specs
+from glag.data.errors import GlagError
 from tests.conftest import write_tiny_bank
 from tests.test_classify_cli import invoke, make_bank_and_store
 
@@ -72,7 +72,7 @@ def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
 
 def spy_on_mixing(monkeypatch) -> list:
     """Every beta vector SyntheticRows.mix is called with, in order."""
-    import classify.batches as batches
+    import glag.classify.batches as batches
     seen, real_mix = [], batches.SyntheticRows.mix
 
     def spy(self, block, beta):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from classify.batches import Rows, TrainRows
-from data.bank import Bank, BankWriter
-from data.errors import GlagError
-from extract.losses import build_loss
-from extract.losses.label_aware_smoothing import smoothing_factors
+from glag.classify.batches import Rows, TrainRows
+from glag.data.bank import Bank, BankWriter
+from glag.data.errors import GlagError
+from glag.extract.losses import build_loss
+from glag.extract.losses.label_aware_smoothing import smoothing_factors
 from tests.test_classify_cli import invoke, make_bank_and_store
 
 
@@ -85,7 +85,7 @@ def test_views_asked_of_a_bank_without_views_name_the_upgrade(tiny_bank):
 
 
 def test_views_larger_than_memory_say_how_much_is_needed(tmp_path, monkeypatch):
-    import classify.batches as batches
+    import glag.classify.batches as batches
     bank = write_viewed_bank(tmp_path / "bank.h5")
     monkeypatch.setattr(batches, "available_memory", lambda: 1000)
     res = invoke("run", "--bank", bank, "--method", "crt", "--epochs", 1)
@@ -145,6 +145,6 @@ def test_a_tukey_space_run_keeps_working_with_a_fresh_head(tmp_path):
     res = invoke("run", "--bank", bank, "--space", "tukey", "--epochs", 1, "--no-plots")
     assert res.exit_code == 0, res.output
     with pytest.raises(GlagError):
-        from classify.config import check, defaults
+        from glag.classify.config import check, defaults
         with Bank(bank) as b:
             check(dict(defaults(), head="lws", space="tukey"), b)

@@ -1,7 +1,7 @@
 import pytest
 
-from data.cliutil import resolve_bank
-from data.errors import GlagError
+from glag.data.cliutil import resolve_bank
+from glag.data.errors import GlagError
 from tests.conftest import write_tiny_bank
 
 

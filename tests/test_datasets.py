@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.datasets import DATASETS, load_dataset
-from data.datasets import cache as image_cache
-from data.errors import GlagError
-from data.images import decode_image
+from glag.data.datasets import DATASETS, load_dataset
+from glag.data.datasets import cache as image_cache
+from glag.data.errors import GlagError
+from glag.data.images import decode_image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")

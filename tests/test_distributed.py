@@ -5,16 +5,16 @@ import sys
 import numpy as np
 import pytest
 
-from data.bank import Bank
-from data.datasets import load_dataset
-from data.longtail import make_long_tail
+from glag.data.bank import Bank
+from glag.data.datasets import load_dataset
+from glag.data.longtail import make_long_tail
 
 
 @pytest.mark.slow
 def test_two_processes_write_one_complete_bank(tmp_path):
     out = tmp_path / "bank.h5"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "extract.cli", "--dataset", "digits", "--epochs", "1", "--device", "cpu", "--threads", "1",
+           "-m", "glag.extract.cli", "--dataset", "digits", "--epochs", "1", "--device", "cpu", "--threads", "1",
            "--dump-batch-size", "64", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,15 +10,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from data.bank import Bank
-from data.errors import GlagError
-from extract.augment import BatchTransform, auto_augment, cutout, random_crop_flip
-from extract.backbones import Classifier
-from extract.checkpoint import check_compatible, checkpoint_path
-from extract.cli import main
-from extract.loaders import epoch_order, seeded, shard, split_batches
-from extract.recipes import RECIPES, register_recipe, resolve
-from extract.trainer import cosine_with_warmup
+from glag.data.bank import Bank
+from glag.data.errors import GlagError
+from glag.extract.augment import BatchTransform, auto_augment, cutout, random_crop_flip
+from glag.extract.backbones import Classifier
+from glag.extract.checkpoint import check_compatible, checkpoint_path
+from glag.extract.cli import main
+from glag.extract.loaders import epoch_order, seeded, shard, split_batches
+from glag.extract.recipes import RECIPES, register_recipe, resolve
+from glag.extract.trainer import cosine_with_warmup
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--threads", "1"]
 
@@ -123,7 +123,7 @@ def test_pretrained_that_is_not_a_state_dict_is_refused(tmp_path):
 
 
 def test_pretrained_state_dict_is_loaded(tmp_path):
-    from extract.backbones import build_backbone
+    from glag.extract.backbones import build_backbone
     weights = tmp_path / "w.pt"
     torch.save(build_backbone("resnet_small", 1, 8).state_dict(), weights)
     result = extract("--pretrained", weights, "--epochs", "1", "--out", tmp_path / "bank.h5")
@@ -200,7 +200,7 @@ def test_out_of_memory_in_the_dump_names_a_dump_batch_size(tmp_path, monkeypatch
 
 def test_freed_memory_is_kept_in_a_fresh_process():
     """keep_freed_memory() is process-wide, so it is tried in a child: glibc takes all three settings."""
-    code = "from extract.hostmem import keep_freed_memory; print(keep_freed_memory())"
+    code = "from glag.extract.hostmem import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ("True" if platform.libc_ver()[0] == "glibc" else "False")
 

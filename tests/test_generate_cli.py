@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from data.bank import Bank
-from data.errors import GlagError
-from data.store import Store
-from generate import writer
-from generate.cli import main
-from generate.toybank import exp_counts, write_toy_bank
+from glag.data.bank import Bank
+from glag.data.errors import GlagError
+from glag.data.store import Store
+from glag.generate import writer
+from glag.generate.cli import main
+from glag.generate.toybank import exp_counts, write_toy_bank
 
 COUNTS = exp_counts(12, 150, 40)          # 150 ... 3: 8 tail classes (N_k <= 100)
 D = 8
@@ -95,8 +95,8 @@ def test_beta_and_gamma_reuse_the_store_and_reach_stage_two_through_latest(bank_
     assert store.stat().st_mtime_ns == mtime and len(list(store.parent.glob("*.h5"))) == 1
     latest = json.loads((store.parent / "latest.json").read_text())
     assert latest["mixing"] == {"beta_init": 0.3, "gamma": 0.1, "gamma_mode": "all-ones"}
-    from classify.config import defaults, resolve_auto
-    from classify.run import open_store
+    from glag.classify.config import defaults, resolve_auto
+    from glag.classify.run import open_store
     with Bank(bank_path) as bank:
         cfg = defaults()
         s = open_store(cfg, bank)                                              # store auto: latest.json's
@@ -181,7 +181,7 @@ def test_store_from_another_bank_is_refused(bank_path, tmp_path):
 
 
 def test_interrupted_write_leaves_nothing(bank_path, tmp_path, monkeypatch):
-    from generate.afg import AdaptiveFeatureGenerator
+    from glag.generate.afg import AdaptiveFeatureGenerator
     real = AdaptiveFeatureGenerator.batches
 
     def failing(self, epoch):

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from data.errors import GlagError
-from data.mixing import mix_rows
-from data.tukey import tukey_transform
-from generate.afg import AdaptiveFeatureGenerator
-from generate.neighbors import support_classes
-from generate.stats import class_moments
+from glag.data.errors import GlagError
+from glag.data.mixing import mix_rows
+from glag.data.tukey import tukey_transform
+from glag.generate.afg import AdaptiveFeatureGenerator
+from glag.generate.neighbors import support_classes
+from glag.generate.stats import class_moments
 
 D = 5
 COUNTS = np.array([400, 150, 60, 30, 8, 4, 3, 1])     # factors: QR (N > D), thin rows, a single sample
@@ -16,7 +16,7 @@ DRAWS = 20_000
 
 
 class ArrayBank:
-    """Just enough of data.bank.Bank for the generator, over arrays held by the test."""
+    """Just enough of glag.data.bank.Bank for the generator, over arrays held by the test."""
 
     def __init__(self, x, y, counts, chunk_rows=97):
         self.x, self.y, self.train_counts, self.chunk_rows, self.path = x, y, counts, chunk_rows, "array-bank"

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from data.errors import GlagError
-from data.tukey import tukey_transform
-from generate.sampler import build_factors, epoch_segments, gap_counts
-from generate.stats import class_moments
-from generate.tail import TAIL_RULES, tail_mask
-from generate.toybank import ToyBank
+from glag.data.errors import GlagError
+from glag.data.tukey import tukey_transform
+from glag.generate.sampler import build_factors, epoch_segments, gap_counts
+from glag.generate.stats import class_moments
+from glag.generate.tail import TAIL_RULES, tail_mask
+from glag.generate.toybank import ToyBank
 
 COUNTS = np.array([40, 25, 9, 6, 3, 1, 0])   # one class with N_k > D, one single-sample class, one empty class
 D = 6

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from classify.heads import HEADS, HeadBase, HeadContext, build_head, register_head
-from classify.heads.base import parse_taus
-from data.errors import GlagError
+from glag.classify.heads import HEADS, HeadBase, HeadContext, build_head, register_head
+from glag.classify.heads.base import parse_taus
+from glag.data.errors import GlagError
 
 C, D = 6, 8
 

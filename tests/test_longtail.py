@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from data.datasets.base import ImageSet, RawDataset
-from data.errors import GlagError
-from data.longtail import class_counts, make_long_tail
-from data.splits import format_table, group_accuracy, shot_groups
+from glag.data.datasets.base import ImageSet, RawDataset
+from glag.data.errors import GlagError
+from glag.data.longtail import class_counts, make_long_tail
+from glag.data.splits import format_table, group_accuracy, shot_groups
 
 
 def balanced_raw(num_classes=100, per_class=500, n_test=3, val=None, listed=False) -> RawDataset:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from extract.losses import ALPHA_FORMS, LOSSES, LossBase, alpha_t, build_loss, loss_help, loss_options, register_loss
+from glag.extract.losses import ALPHA_FORMS, LOSSES, LossBase, alpha_t, build_loss, loss_help, loss_options, register_loss
 
 COUNTS = [500, 120, 40, 9, 2]
 T = 6
@@ -229,8 +229,8 @@ def test_every_option_has_help_text(name):
 
 
 def test_losses_are_pure_torch():
-    """classify imports extract.losses; it must not pull in torchvision or the data readers."""
-    code = "import extract.losses, sys; assert not {'torchvision', 'extract.backbones'} & set(sys.modules)"
+    """classify imports glag.extract.losses; it must not pull in torchvision or the data readers."""
+    code = "import glag.extract.losses, sys; assert not {'torchvision', 'glag.extract.backbones'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.mixing import mix_rows
-from data.tukey import tukey_inverse, tukey_transform, tukey_transform_
+from glag.data.mixing import mix_rows
+from glag.data.tukey import tukey_inverse, tukey_transform, tukey_transform_
 
 
 def test_tukey_lambda_one_is_identity():

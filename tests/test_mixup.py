@@ -5,11 +5,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from data.bank import Bank
-from extract.augment import mixup, mixup_loss
-from extract.checkpoint import checkpoint_path, load_checkpoint
-from extract.cli import main
-from extract.losses import LOSSES, build_loss
+from glag.data.bank import Bank
+from glag.extract.augment import mixup, mixup_loss
+from glag.extract.checkpoint import checkpoint_path, load_checkpoint
+from glag.extract.cli import main
+from glag.extract.losses import LOSSES, build_loss
 
 FAST = ["--dataset", "digits", "--epochs", "1", "--threads", "1"]
 

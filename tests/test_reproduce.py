@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from classify import reproduce as rep
-from classify.cli import main
-from classify.reproduce_plan import parse_tool_args, plan, to_argv
-from classify.reproduce_recipes import ALL_METHODS, METHODS, RECIPES, find_recipe, register_method, register_recipe
-from classify.reproduce_state import agrees, same_value
-from classify.reproduce_table import csv_text, summarise
-from data.bank import Bank
-from data.errors import GlagError
-from extract.losses import LOSSES
+from glag.classify import reproduce as rep
+from glag.classify.cli import main
+from glag.classify.reproduce_plan import parse_tool_args, plan, to_argv
+from glag.classify.reproduce_recipes import ALL_METHODS, METHODS, RECIPES, find_recipe, register_method, register_recipe
+from glag.classify.reproduce_state import agrees, same_value
+from glag.classify.reproduce_table import csv_text, summarise
+from glag.data.bank import Bank
+from glag.data.errors import GlagError
+from glag.extract.losses import LOSSES
 from tests.test_datasets import COLOURS, cifar_batch, save_image, write_imagenet_lt, write_inat, write_jpeg_tree, write_tiny
 
 TINY = ["--recipe", "digits", "--losses", "ce,graloss", "--seeds", "2", "--methods", "crt,glag+AD+KD",
@@ -117,7 +117,7 @@ def test_values_compare_across_text_and_types():
     assert agrees({"threads": 2}, {"threads": "1"}, skip=("threads",)) and not agrees({"epochs": 8}, {"epochs": 9})
     # a bank from before views counts as views 0, so asking for views re-dumps it...
     assert not agrees({"epochs": 8}, {"views": "8"}) and agrees({"epochs": 8}, {"views": "0", "mixup": "0"})
-    from classify.reproduce_state import DUMP_KEYS, RUNTIME_KEYS
+    from glag.classify.reproduce_state import DUMP_KEYS, RUNTIME_KEYS
     # ...from its checkpoint, which the dump options never make out of date
     assert agrees({"epochs": 8}, {"views": "8", "views_dtype": "float32"}, RUNTIME_KEYS | DUMP_KEYS)
 
@@ -153,7 +153,7 @@ def test_a_tuned_method_is_a_grid_of_runs_and_val_alone_picks_its_row(tmp_path):
         s.out.mkdir(parents=True)
         val, test = (0.9, 0.5) if best else (0.5, 0.95)
         (s.out / "metrics.json").write_text(json.dumps({"val": {"overall": val}, "test": {"overall": test}}))
-    import classify.reproduce_table as table
+    import glag.classify.reproduce_table as table
     rows, _, chosen = table.collect(steps)
     assert chosen[("ce", "glag+KD-tuned")] == ["beta_init0.4_gamma0.1", "beta_init1_gamma0"]
     assert [a["overall"] for a in rows[("ce", "glag+KD-tuned")]["test"]] == [0.5, 0.5]   # the val pick's test
@@ -178,7 +178,7 @@ def test_tiny_reproduction_writes_table_csv_plot_and_config(tiny_run):
     root, launcher, output = tiny_run
     exp = root / "digits-im10"
     tools = [m for m, _ in launcher.calls]
-    assert tools.count("extract.cli") == 4 and tools.count("generate.cli") == 4 and tools.count("classify.cli") == 8
+    assert tools.count("glag.extract.cli") == 4 and tools.count("glag.generate.cli") == 4 and tools.count("glag.classify.cli") == 8
     for loss in ("ce", "graloss"):
         for seed in (0, 1):
             folder = exp / loss / f"seed{seed}"
@@ -226,7 +226,7 @@ def test_changed_stage_two_option_reruns_only_those_runs(tiny_run, monkeypatch, 
     assert "stage one: done" in listing and "crt: to run" in listing
     result = reproduce(args, monkeypatch, launcher)
     assert result.exit_code == 0, result.output
-    assert [m for m, _ in launcher.calls] == ["classify.cli"] and "--overwrite" in launcher.calls[0][1]
+    assert [m for m, _ in launcher.calls] == ["glag.classify.cli"] and "--overwrite" in launcher.calls[0][1]
     run = root / "digits-im10" / "ce" / "seed0" / "stage2" / "crt"
     assert json.loads((run / "config.json").read_text())["cfg"]["epochs"] == 3
 

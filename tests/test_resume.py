@@ -5,9 +5,9 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from data.bank import Bank
-from extract.checkpoint import checkpoint_path, load_checkpoint
-from extract.cli import main
+from glag.data.bank import Bank
+from glag.extract.checkpoint import checkpoint_path, load_checkpoint
+from glag.extract.cli import main
 
 ARGS = ["--dataset", "digits", "--epochs", "4", "--threads", "1", "--loss", "graloss"]
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from data.bank import Bank
-from data.errors import GlagError
-from data.longtail import make_long_tail
-from extract.checkpoint import checkpoint_path, load_checkpoint, restore
-from extract.cli import main
-from extract.distributed import Context
-from extract.dump import bank_bytes, view_rows
-from extract.loaders import Images
-from extract.pipeline import build_model, read_dataset
+from glag.data.bank import Bank
+from glag.data.errors import GlagError
+from glag.data.longtail import make_long_tail
+from glag.extract.checkpoint import checkpoint_path, load_checkpoint, restore
+from glag.extract.cli import main
+from glag.extract.distributed import Context
+from glag.extract.dump import bank_bytes, view_rows
+from glag.extract.loaders import Images
+from glag.extract.pipeline import build_model, read_dataset
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--threads", "1"]
 NEW_KEYS = ("views", "views_dtype", "views_logits", "mixup")
@@ -144,7 +144,7 @@ def test_no_views_logits_stores_features_only(plain, tmp_path):
 
 
 def test_a_disk_too_small_is_refused_before_training(tmp_path, monkeypatch):
-    monkeypatch.setattr("extract.dump.free_bytes", lambda folder: 2 ** 16)
+    monkeypatch.setattr("glag.extract.dump.free_bytes", lambda folder: 2 ** 16)
     out = tmp_path / "run" / "bank.h5"
     line = _one_error_line(CliRunner().invoke(main, [*FAST, "--views", "8", "--out", str(out)]))
     assert "--views 8" in line and "GiB" in line and "free" in line
@@ -153,7 +153,7 @@ def test_a_disk_too_small_is_refused_before_training(tmp_path, monkeypatch):
 
 def test_a_disk_too_small_for_the_views_keeps_the_checkpoint(plain, tmp_path, monkeypatch):
     base_bytes = bank_bytes({"views": 0}, 64, 10, {"train": 359, "val": 100, "test": 1000})[0]
-    monkeypatch.setattr("extract.dump.free_bytes", lambda folder: base_bytes * 2)      # room for the bank only
+    monkeypatch.setattr("glag.extract.dump.free_bytes", lambda folder: base_bytes * 2)      # room for the bank only
     out = tmp_path / "bank.h5"
     line = _one_error_line(redump(plain, out, "--views", 64, "--views-dtype", "float32"))
     assert "--views 64" in line and "GiB" in line

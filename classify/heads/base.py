@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 
 @dataclass(frozen=True)

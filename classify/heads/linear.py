@@ -2,7 +2,7 @@
 import torch
 from torch import Tensor, nn
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 from .base import HeadBase
 from .registry import register_head

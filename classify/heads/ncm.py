@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 from .base import HeadBase
 from .registry import register_head

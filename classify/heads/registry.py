@@ -5,7 +5,7 @@ strips the prefix and passes `taus=...`, so each head only sees its own options.
 """
 import inspect
 
-from data.registry import registrar
+from glag.data.registry import registrar
 
 HEADS: dict = {}
 _register = registrar(HEADS, "head")

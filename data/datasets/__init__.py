@@ -3,15 +3,15 @@
 Importing this package pulls in no torchvision: readers decode images with
 Pillow only when a split is read from files.
 """
-from data.datasets.base import DATASETS, ImageSet, LongTailDataset, RawDataset, data_root, register_dataset
-from data.datasets import digits  # noqa: F401  (registers "digits")
-from data.datasets import cifar  # noqa: F401
-from data.datasets import cifar10_jpeg  # noqa: F401
-from data.datasets import fashion_mnist  # noqa: F401
-from data.datasets import folder  # noqa: F401
-from data.datasets import imagenet_lt  # noqa: F401
-from data.datasets import inat  # noqa: F401
-from data.datasets import tiny_imagenet  # noqa: F401
+from glag.data.datasets.base import DATASETS, ImageSet, LongTailDataset, RawDataset, data_root, register_dataset
+from glag.data.datasets import digits  # noqa: F401  (registers "digits")
+from glag.data.datasets import cifar  # noqa: F401
+from glag.data.datasets import cifar10_jpeg  # noqa: F401
+from glag.data.datasets import fashion_mnist  # noqa: F401
+from glag.data.datasets import folder  # noqa: F401
+from glag.data.datasets import imagenet_lt  # noqa: F401
+from glag.data.datasets import inat  # noqa: F401
+from glag.data.datasets import tiny_imagenet  # noqa: F401
 
 
 # Short names users type (`make features DATASET=inat`).
@@ -24,7 +24,7 @@ def canonical_name(name: str) -> str:
 
 def load_dataset(name: str, root=None, **options) -> RawDataset:
     """The raw dataset `name` (or an alias) read from `root` (default: data_root())."""
-    from data.errors import GlagError
+    from glag.data.errors import GlagError
     name = canonical_name(name)
     if name not in DATASETS:
         raise GlagError(f"--dataset {name!r}: unknown; choose from {sorted(DATASETS)}")

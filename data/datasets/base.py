@@ -1,7 +1,7 @@
 """What every dataset reader returns, and the registry that names them.
 
 A reader turns files on disk into a `RawDataset` (full train split, test split,
-the official val split when the dataset has one). `data.longtail` then makes
+the official val split when the dataset has one). `glag.data.longtail` then makes
 the long-tailed train split and a balanced val split from it.
 """
 import os
@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from data.errors import GlagError
-from data.registry import registrar
+from glag.data.errors import GlagError
+from glag.data.registry import registrar
 
 DEFAULT_ROOT = "datasets"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data.atomic import atomic_file
-from data.errors import GlagError
-from data.images import decode_all
+from glag.data.atomic import atomic_file
+from glag.data.errors import GlagError
+from glag.data.images import decode_all
 
 CACHE_NAME = ".glag-cache.npz"
 CACHE_FORMAT = "glag-image-cache/1"
@@ -47,7 +47,7 @@ def load_decoded(base: Path, splits: dict, channels: int, size: int, cache: bool
     Args:
         base: the dataset's folder; the cache is base / CACHE_NAME.
         splits: {split name: list of N_split image paths}, in row order.
-        channels, size: decode settings (see data.images.decode_image).
+        channels, size: decode settings (see glag.data.images.decode_image).
         cache: read and write the cache; False always decodes and writes nothing.
         workers: decoding threads.
     Returns:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
+from glag.data.errors import GlagError
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR100_FOLDER = "cifar-100-python"

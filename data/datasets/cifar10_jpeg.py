@@ -8,10 +8,10 @@ Classes are the sorted folder names of train/.
 """
 from pathlib import Path
 
-from data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
-from data.datasets.cache import load_decoded
-from data.datasets.folder import scan_split
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
+from glag.data.datasets.cache import load_decoded
+from glag.data.datasets.folder import scan_split
+from glag.data.errors import GlagError
 
 FOLDER = "cifar10-jpeg"
 SIZE = 32

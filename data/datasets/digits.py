@@ -5,7 +5,7 @@ install. There is no official split: a seeded, stratified 50% goes to test.
 """
 import numpy as np
 
-from data.datasets.base import ImageSet, RawDataset, register_dataset
+from glag.data.datasets.base import ImageSet, RawDataset, register_dataset
 
 
 @register_dataset("digits")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
+from glag.data.errors import GlagError
 
 FOLDER = "fashion-mnist"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"   # where the Debian package installs the files

@@ -1,18 +1,18 @@
 """A user's own images: `<root>/<split>/<class>/*.{jpg,jpeg,png,bmp}`.
 
-`train` and `test` are required, `val` is optional (without it, data.longtail
+`train` and `test` are required, `val` is optional (without it, glag.data.longtail
 takes a balanced val split from the train images the subsampling left out).
 Classes are the sorted folder names of `train`; `test` and `val` may lack a
 class but may not add one. Images stay on disk as paths and are decoded on
-demand by data.images.decode_image (RGB or L, resized to image_size).
+demand by glag.data.images.decode_image (RGB or L, resized to image_size).
 """
 import os
 from pathlib import Path
 
 import numpy as np
 
-from data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
+from glag.data.errors import GlagError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
+from glag.data.errors import GlagError
 
 FOLDER = "imagenet-lt"
 LISTS = {"train": "ImageNet_LT_train.txt", "val": "ImageNet_LT_val.txt", "test": "ImageNet_LT_test.txt"}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
+from glag.data.errors import GlagError
 
 FOLDER = "inat2018"
 

@@ -5,7 +5,7 @@ train/<wnid>/images/*.JPEG (500 per class), val/images/*.JPEG labelled by
 val/val_annotations.txt (`file<TAB>wnid<TAB>box...`, 50 per class); 64x64,
 some grayscale (made RGB). The official val set is the labelled held-out set,
 so it is used as TEST; the val split is then taken from train leftovers by
-data.longtail. Classes are the sorted wnids, named by the first synonym in
+glag.data.longtail. Classes are the sorted wnids, named by the first synonym in
 words.txt. Everything is decoded into memory (101k x 64x64x3 = 1.2 GB) and
 cached in `tiny-imagenet-202/.glag-cache.npz`; `--image-size 32` decodes at
 32x32 instead (CIFAR-sized, for a ResNet-32 on a CPU; the cache holds one size
@@ -14,9 +14,9 @@ at a time).
 import os
 from pathlib import Path
 
-from data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
-from data.datasets.cache import load_decoded
-from data.errors import GlagError
+from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_dataset
+from glag.data.datasets.cache import load_decoded
+from glag.data.errors import GlagError
 
 FOLDER = "tiny-imagenet-202"
 SIZE = 64

@@ -1,6 +1,6 @@
 """Load the deployable model a stage-two run writes (`runs/<dataset>/stage2/<run>/model.pt`).
 
-    from extract.backbones import load_deployed
+    from glag.extract.backbones import load_deployed
     model = load_deployed("runs/cifar10-jpeg/stage2/glag/model.pt")
     logits = model(images)          # images (B, Cin, H, W) float in [0, 1], H = W = model.image_size
 
@@ -11,9 +11,9 @@ It loads with `weights_only=True`: nothing in it is pickled code.
 import torch
 from torch import Tensor, nn
 
-from data.deployed import FORMAT
-from data.errors import GlagError
-from data.tukey import tukey_transform
+from glag.data.deployed import FORMAT
+from glag.data.errors import GlagError
+from glag.data.tukey import tukey_transform
 
 from .classifier import Classifier
 from .registry import BACKBONES, build_backbone

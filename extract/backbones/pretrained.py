@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from data.errors import GlagError
+from glag.data.errors import GlagError
 
 # Wrappers added by DataParallel / DDP and by training code that nests the backbone.
 PREFIXES = ("module.", "backbone.")

@@ -1,7 +1,7 @@
 """The backbone registry: name -> builder(in_channels, image_size) -> feature extractor."""
 from torch import nn
 
-from data.registry import registrar
+from glag.data.registry import registrar
 
 BACKBONES: dict = {}
 

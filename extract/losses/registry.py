@@ -6,7 +6,7 @@ ever sees its own options.
 """
 import inspect
 
-from data.registry import registrar
+from glag.data.registry import registrar
 
 LOSSES: dict = {}
 
