@@ -265,6 +265,15 @@ class Bank:
         for start in range(0, n, chunk_rows):
             yield start, {f: g[f][start:start + chunk_rows] for f in fields}
 
+    def iter_view_chunks(self, view: int, chunk_rows=CHUNK_ROWS):
+        """Yield (start, {"features": (n, D) float32, "labels": (n,)}) over augmented view `view` of the train
+        split (its rows are the train rows' copies, so the labels are theirs)."""
+        self._view_request(("features",), view + 1)
+        d, labels, n = self.h5[VIEWS]["features"], self.h5["train"]["labels"], self.rows("train")
+        for start in range(0, n, chunk_rows):
+            yield start, {"features": d[view, start:start + chunk_rows].astype(np.float32),
+                          "labels": labels[start:start + chunk_rows]}
+
     def _view_request(self, fields, count):
         """Check a request for views; returns (fields, count) with count resolved."""
         if not self.views:

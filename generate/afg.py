@@ -67,6 +67,29 @@ def check_config(cfg: dict):
         raise GlagError("--max-rows-per-class and --batch-rows must be >= 0 (0 = no cap / automatic)")
 
 
+MOMENTS_FROM = ("base", "views")
+
+
+def train_chunks(bank, moments_from: str):
+    """(chunks, counts) the class moments are taken from: the un-augmented train rows ("base"), or those
+    and every augmented view of them pooled ("views"; row i of view v is numbered (v + 1) N + i)."""
+    if moments_from == "base":
+        return bank.iter_chunks("train"), bank.train_counts
+    if moments_from != "views":
+        raise GlagError(f"--moments-from {moments_from!r}: choose from {list(MOMENTS_FROM)}")
+    V, n = getattr(bank, "views", 0), bank.rows("train")
+    if not V:
+        raise GlagError(f"--moments-from views: {bank.path} has no augmented views; add them with "
+                        f"`glag-extract --dump-only --views V --out {bank.path}`, or use --moments-from base")
+
+    def chained():
+        yield from bank.iter_chunks("train")
+        for v in range(V):
+            for start, chunk in bank.iter_view_chunks(v):
+                yield (v + 1) * n + start, chunk
+    return chained(), np.asarray(bank.train_counts) * (V + 1)
+
+
 class AdaptiveFeatureGenerator:
     """Fit class statistics and supports on a bank, then draw the store's rows epoch by epoch.
 
@@ -105,8 +128,11 @@ class AdaptiveFeatureGenerator:
         say = log or (lambda message: None)
         t0 = time.perf_counter()
         self.tail, self.need = self.plan(bank.train_counts)
-        self.moments = class_moments(bank.iter_chunks("train"), bank.train_counts, self.cfg["tukey"],
-                                     where=str(bank.path), n_jobs=self.cfg["jobs"], progress=progress)
+        chunks, counts = train_chunks(bank, self.cfg.get("moments_from", "base"))
+        self.moments = class_moments(chunks, counts, self.cfg["tukey"], where=str(bank.path), n_jobs=self.cfg["jobs"],
+                                     progress=progress)
+        n = bank.rows("train")
+        self.moments.index = [i % n for i in self.moments.index]      # a view's row stands for its train row
         t1 = time.perf_counter()
         tail_classes = np.flatnonzero(self.tail)
         say(f"supports: {int(self.moments.counts[tail_classes].sum()):,} tail samples, K = {self.cfg['k']}")

@@ -9,7 +9,7 @@ from glag.data.cliutil import echo_progress, friendly_errors, resolve_bank
 from glag.data.errors import GlagError
 from glag.data.mixing import GAMMA_MODES
 from glag.data.store import DTYPES
-from glag.generate.afg import AdaptiveFeatureGenerator
+from glag.generate.afg import MOMENTS_FROM, AdaptiveFeatureGenerator
 from glag.generate.tail import TAIL_RULES
 from glag.generate.writer import announce, check_disk, default_out, is_current, planned_bytes, write_latest, write_store
 
@@ -27,6 +27,8 @@ from glag.generate.writer import announce, check_disk, default_out, is_current, 
 @click.option("--gamma-mode", type=click.Choice(GAMMA_MODES), default="isotropic", show_default=True,
               help="gamma * I, or gamma added to every covariance entry (free-lunch code).")
 @click.option("--tukey", default=0.5, show_default=True, help="Tukey ladder-of-powers lambda; 1 = none.")
+@click.option("--moments-from", type=click.Choice(MOMENTS_FROM), default="base", show_default=True,
+              help="Class moments from the un-augmented train rows, or from them and the bank's augmented views.")
 @click.option("--epochs", default=40, show_default=True, help="Generation epochs: fresh blocks of rows.")
 @click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="max-count", show_default=True,
               help="Rule that picks the tail classes.")
@@ -86,7 +88,8 @@ def run(bank, cfg: dict, dry_run=False, force=False):
         click.echo(out)
         return out
     check_disk(out, size)
-    afg.fit(bank, progress=_throttled(bank.rows("train"), "moments"), log=lambda m: click.echo(m, err=True))
+    rows = bank.rows("train") * (1 + (bank.views if cfg["moments_from"] == "views" else 0))
+    afg.fit(bank, progress=_throttled(rows, "moments"), log=lambda m: click.echo(m, err=True))
     click.echo("fit: " + ", ".join(f"{k} {v:.1f}s" for k, v in afg.fit_seconds.items()), err=True)
     write_store(afg, bank, out, cfg)
     write_latest(out, bank, cfg)

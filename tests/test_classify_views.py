@@ -148,3 +148,42 @@ def test_a_tukey_space_run_keeps_working_with_a_fresh_head(tmp_path):
         from glag.classify.config import check, defaults
         with Bank(bank) as b:
             check(dict(defaults(), head="lws", space="tukey"), b)
+
+
+def test_afg_moments_from_views_pool_the_views_and_keep_base_rows_as_sources(tmp_path):
+    from click.testing import CliRunner
+    from glag.data.store import Store
+    from glag.generate.afg import AdaptiveFeatureGenerator, train_chunks
+    from glag.generate.cli import main as generate
+    bank = write_viewed_bank(tmp_path / "bank.h5", V=2)
+    with Bank(bank) as b:
+        chunks, counts = train_chunks(b, "views")
+        starts, labels = zip(*[(start, c["labels"]) for start, c in chunks])
+        assert counts.tolist() == (b.train_counts * 3).tolist() and starts == (0, 72, 144)
+        assert all(np.array_equal(l, labels[0]) for l in labels)               # each view keeps the rows' labels
+        cfg = dict(k=1, tukey=0.5, beta_init=0.6, gamma=0.0, gamma_mode="isotropic", tail="max-count",
+                   tail_max_count=10, tail_fraction=0.5, max_rows_per_class=0, balance_head=True, seed=0,
+                   device="cpu", jobs=1, batch_rows=0, epochs=1)
+        pooled = AdaptiveFeatureGenerator(dict(cfg, moments_from="views")).fit(b)
+        base = AdaptiveFeatureGenerator(dict(cfg, moments_from="base")).fit(b)
+        train = b.load("train")["features"]
+        views = b.load_views(("features",))["features"]
+        x = np.concatenate([train, *views])
+        y = np.tile(b.load("train")["labels"], 3)
+        for k in range(4):
+            assert np.allclose(pooled.moments.means[k].numpy(), (x[y == k] ** 0.5).mean(0), atol=1e-5)
+            assert np.allclose(base.moments.means[k].numpy(), (train[y[:72] == k] ** 0.5).mean(0), atol=1e-5)
+        assert pooled.supports.source.max() < b.rows("train")                  # sources are train rows
+    out = tmp_path / "s.h5"
+    res = CliRunner().invoke(generate, ["--bank", str(bank), "--moments-from", "views", "--epochs", 1, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with Bank(bank) as b, Store(out, b) as s:
+        assert s.config["moments_from"] == "views"
+    plain = write_tiny_bank_without_views(tmp_path / "plain" / "bank.h5")
+    res = CliRunner().invoke(generate, ["--bank", str(plain), "--moments-from", "views", "--epochs", 1])
+    assert res.exit_code != 0 and "--moments-from views" in res.output and "--dump-only --views" in res.output
+
+
+def write_tiny_bank_without_views(path):
+    from tests.conftest import write_tiny_bank
+    return write_tiny_bank(path)
