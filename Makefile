@@ -1,18 +1,20 @@
 # GLAG — the three user commands, the demo, tests and benchmarks.
 #   make demo                        install, then the whole pipeline on digits-LT (a few minutes, CPU)
 #   make test                        install, then the test suite
-#   make features DATASET=cifar10-jpeg IM=100 LOSS=graloss   stage one -> runs/<dataset>/bank.h5
-#   make generate DATASET=...        AFG -> runs/<dataset>/synthetic/<hash>.h5
-#   make classify DATASET=...        stage two (GLAG default) -> runs/<dataset>/stage2/<run>/
+#   make features DATASET=cifar10-jpeg IM=100 LOSS=graloss   stage one -> runs/<dataset>-im<IM>/<loss>/seed0/bank.h5,
+#                                    which becomes the current bank (runs/current.json)
+#   make generate                    AFG on the current bank (or DATASET=...'s) -> <bank folder>/synthetic/<hash>.h5
+#   make classify                    stage two (GLAG default) on the current bank -> <bank folder>/stage2/<run>/
 #   make reproduce DATASET=fashion-mnist IM=100   every loss x method x seed, one mean ± std table
 # Extra options for any tool go in ARGS="--epochs 10 ...".
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DATASET ?= digits
+DATASET ?=
 IM     ?=
 LOSS   ?=
+SEED   ?=
 ARGS   ?=
 RECIPE ?=
 SEEDS  ?=
@@ -21,7 +23,6 @@ DATA   ?= datasets
 DEMO   := runs/demo
 
 export GLAG_DATA ?= $(DATA)
-export DATASET
 
 .PHONY: install demo test features generate classify reproduce bench bench-extract bench-generate bench-classify bench-crt-peer \
         data-cifar10 data-tiny-imagenet clean-runs
@@ -38,19 +39,22 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Stage one on DATASET (digits, the embedded default, when not given); the bank becomes the current one.
 features: install
-	$(BIN)/glag-extract --dataset $(DATASET) $(if $(IM),--im $(IM)) $(if $(LOSS),--loss $(LOSS)) $(ARGS)
+	$(BIN)/glag-extract --dataset $(or $(DATASET),digits) $(if $(IM),--im $(IM)) $(if $(LOSS),--loss $(LOSS)) \
+	    $(if $(SEED),--seed $(SEED)) $(ARGS)
 
+# Without DATASET these use the current bank: the one `make features` wrote last.
 generate: install
-	$(BIN)/glag-generate --dataset $(DATASET) $(ARGS)
+	$(BIN)/glag-generate $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
 classify: install
-	$(BIN)/glag-classify run --dataset $(DATASET) $(ARGS)
+	$(BIN)/glag-classify run $(if $(DATASET),--dataset $(DATASET)) $(ARGS)
 
 # The whole comparison on one dataset (docs/reproduce.md): stage one per loss and seed, every stage-two
 # method from each bank, one mean ± std table in runs/<dataset>-im<IM>/results/. Reruns skip what is done.
 reproduce: install
-	$(BIN)/glag-classify reproduce $(if $(RECIPE),--recipe $(RECIPE),--dataset $(DATASET)) \
+	$(BIN)/glag-classify reproduce $(if $(RECIPE),--recipe $(RECIPE),--dataset $(or $(DATASET),digits)) \
 	    $(if $(IM),--im $(IM)) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 
 # The embedded default: scikit-learn's digits made long-tailed (IM 10). Stage one twice (CE and GraLoss),

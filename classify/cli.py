@@ -38,14 +38,16 @@ def run(**options):
 @click.option("--bank", default="", show_default=True, help="Bank for grid entries that name none.")
 @click.option("--dataset", default="", show_default=True, help="Fills {dataset} in the grid; finds the bank.")
 @click.option("--runs-root", default=RUNS_ROOT, show_default=True, help="Fills {runs_root}; searched for banks.")
+@click.option("--im", default=None, type=float, show_default=True,
+              help="Fills {experiment} = <dataset>-im<IM>; default: the one such folder under --runs-root.")
 @click.option("--jobs", default=2, show_default=True, help="Runs in parallel (processes).")
 @click.option("--out", default="auto", show_default=True,
               help="Folder of table.md / table.csv; auto: <bank folder>/stage2/sweeps/<grid>.")
 @friendly_errors
-def sweep(grid, bank, dataset, runs_root, jobs, out):
+def sweep(grid, bank, dataset, runs_root, im, jobs, out):
     """Run a grid of stage-two configurations in parallel; write and print one comparison table."""
     from .sweep import run_sweep
-    runs, folder = run_sweep(grid, {"bank": bank, "dataset": dataset, "runs_root": runs_root}, jobs, out)
+    runs, folder = run_sweep(grid, {"bank": bank, "dataset": dataset, "runs_root": runs_root, "im": im}, jobs, out)
     click.echo((folder / "table.md").read_text())
     click.echo(f"{len(runs)} runs; tables in {folder}", err=True)
 

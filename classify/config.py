@@ -19,7 +19,8 @@ AUTO = "auto"
 
 # name: (default, help). Kinds: bool -> on/off flag, "auto" defaults -> float or "auto".
 OPTIONS = {
-    "bank": ("", "Feature bank (bank.h5); empty: runs/<dataset>/bank.h5, or the only bank under --runs-root."),
+    "bank": ("", "Feature bank (bank.h5); empty: the bank of --dataset, else the current bank (runs/current.json), "
+                 "else the only bank under --runs-root."),
     "dataset": ("", "Dataset whose bank to use when --bank is empty (also read from $DATASET)."),
     "runs_root": ("runs", "Folder searched for banks when --bank is empty."),
     "out": (AUTO, "Folder that holds run folders; auto: <bank folder>/stage2."),

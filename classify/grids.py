@@ -2,11 +2,12 @@
 
 A grid is {"base": {...}, "grid": {key: [values]}, "runs": [{...}]}: every run is
 base + one point of the product of `grid` + one entry of `runs`. Keys are run
-options (underscored, e.g. "beta_step"). String values may use {dataset} and
-{runs_root}. Banks of different stage-one losses sit side by side, e.g.
-runs/<dataset>/{ce,graloss,logit_adjust}/bank.h5 (`make features ARGS="--out ..."`).
+options (underscored, e.g. "beta_step"). String values may use {dataset},
+{runs_root} and {experiment} (<dataset>-im<IM>, glag.data.layout). Banks of different
+stage-one losses sit side by side where `make features DATASET=<d> LOSS=<loss>` puts
+them: runs/<dataset>-im<IM>/{ce,graloss,logit_adjust}/seed0/bank.h5.
 """
-_BANK = "{runs_root}/{dataset}/%s/bank.h5"
+_BANK = "{runs_root}/{experiment}/%s/seed0/bank.h5"
 _LOSSES = ("ce", "graloss", "logit_adjust")
 
 GRIDS = {

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glag.data.errors import GlagError
+from glag.data.layout import bank_path, experiment_name
 
 from .reproduce_recipes import METHODS, needs_store, tune_points
 
 STORE_NAME = "reproduce.h5"
 # Options reproduce sets itself: a user's --<tool>-args may not move them.
-RESERVED = {"extract": ("dataset", "loss", "seed", "out", "im"), "generate": ("bank", "out", "seed"),
+RESERVED = {"extract": ("dataset", "loss", "seed", "out", "im", "current"), "generate": ("bank", "out", "seed"),
             "classify": ("bank", "run", "seed", "store", "method", "out")}
 
 
@@ -59,12 +60,8 @@ class Step:
 
 
 def experiment_dir(runs_root, dataset: str, im) -> Path:
-    """runs/<dataset>-im<IM> (IM printed without a trailing .0), or runs/<dataset>-listed."""
-    return Path(runs_root) / (f"{dataset}-im{im:g}" if im is not None else f"{dataset}-listed")
-
-
-def bank_path(exp: Path, loss: str, seed: int) -> Path:
-    return exp / loss / f"seed{seed}" / "bank.h5"
+    """runs/<dataset>-im<IM> (IM printed without a trailing .0), or runs/<dataset>-listed (glag.data.layout)."""
+    return Path(runs_root) / experiment_name(dataset, im)
 
 
 def parse_tool_args(text: str, tool: str) -> dict:
@@ -107,11 +104,10 @@ def to_argv(options: dict) -> list:
 
 def plan(cfg: dict) -> list:
     """Every step of the reproduction `cfg` (see reproduce.resolve), banks in (loss, seed) order."""
-    exp = experiment_dir(cfg["runs_root"], cfg["dataset"], cfg["im"])
     steps = []
     for loss in cfg["losses"]:
         for seed in cfg["seeds"]:
-            bank = bank_path(exp, loss, seed)
+            bank = bank_path(cfg["runs_root"], cfg["dataset"], cfg["im"], loss, seed)
             steps.append(_extract_step(cfg, loss, seed, bank))
             store = bank.parent / "synthetic" / STORE_NAME
             if any(needs_store(m) for m in cfg["methods"]):
@@ -127,7 +123,8 @@ def plan(cfg: dict) -> list:
 
 
 def _extract_step(cfg: dict, loss: str, seed: int, bank: Path) -> Step:
-    opts = dict(dataset=cfg["dataset"], loss=loss, seed=seed, out=str(bank))
+    # a reproduction writes many banks: none of them replaces the user's current one
+    opts = dict(dataset=cfg["dataset"], loss=loss, seed=seed, out=str(bank), current=False)
     if cfg["im"] is not None:
         opts["im"] = cfg["im"]
     if cfg["data_root"]:

@@ -15,6 +15,7 @@ import click
 from glag.data.atomic import atomic_file
 from glag.data.cliutil import resolve_bank
 from glag.data.errors import GlagError
+from glag.data.layout import experiment_name
 
 from .config import defaults
 from .grids import GRIDS
@@ -84,7 +85,8 @@ def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto") -> t
     name, configs = _configs(grid_spec, base)
     missing = sorted({o["bank"] for o, _ in configs if not Path(o["bank"]).is_file()})
     if missing:
-        raise GlagError(f"--grid {name}: bank(s) not found: {missing}; build them with `make features` first")
+        raise GlagError(f"--grid {name}: bank(s) not found: {missing}; build them first: "
+                        + "; ".join(make_features(Path(m)) for m in missing))
     from joblib import Parallel, delayed
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     click.echo(f"sweep {name}: {len(configs)} runs, {jobs} at a time", err=True)
@@ -105,14 +107,44 @@ def _configs(grid_spec: str, base: dict) -> tuple[str, list]:
     """(grid name, [(full options, keys the grid set)]) with every bank resolved to a path."""
     name, grid = load_grid(grid_spec)
     from .options import loss_option_specs
+    base = dict(base)
+    im = base.pop("im", None)                                  # fills {experiment}; not a run option
     known = dict(defaults({k: v for k, (v, _) in loss_option_specs().items()}), **base)
-    fill = {"dataset": base.get("dataset") or os.environ.get("DATASET", ""), "runs_root": base["runs_root"]}
+    dataset = base.get("dataset") or os.environ.get("DATASET", "")
+    fill = {"dataset": dataset, "runs_root": base["runs_root"],
+            "experiment": experiment(base["runs_root"], dataset, im, grid, name)}
     configs = []
     for entry in expand(grid, name, known, fill):
         options = {**known, "plots": False, "deploy": False, **entry}   # a grid may still ask for plots
-        options["bank"] = str(resolve_bank(options["bank"] or None, options["dataset"] or None, options["runs_root"]))
+        options["bank"] = str(resolve_bank(options["bank"] or None, options["dataset"] or None, options["runs_root"],
+                                           say=False))
         configs.append((options, sorted(entry)))
     return name, configs
+
+
+def experiment(runs_root, dataset: str, im, grid: dict, name: str) -> str:
+    """<dataset>-im<IM> for the {experiment} placeholder: from --im, else the one such folder under runs_root."""
+    if "{experiment}" not in json.dumps(grid):
+        return ""
+    if not dataset:
+        raise GlagError(f"--grid {name}: its banks are per dataset; pass --dataset (or set $DATASET)")
+    if im:
+        return experiment_name(dataset, im)
+    found = sorted(p.name for p in Path(runs_root).glob(f"{dataset}-*") if p.is_dir())
+    if len(found) == 1:
+        return found[0]
+    raise GlagError(f"--grid {name}: {'several' if found else 'no'} experiments of {dataset} under {runs_root}/ "
+                    f"({', '.join(found) or 'none'}); pass --im, or build the banks with "
+                    f"`make features DATASET={dataset} LOSS=<loss>`")
+
+
+def make_features(bank: Path) -> str:
+    """The `make features` that writes a bank of the standard layout (glag.data.layout), else a generic hint."""
+    parts = bank.parts
+    if bank.name == "bank.h5" and len(parts) >= 4 and parts[-2].startswith("seed") and "-im" in parts[-4]:
+        dataset, im = parts[-4].rsplit("-im", 1)
+        return f"`make features DATASET={dataset} IM={im} LOSS={parts[-3]} SEED={parts[-2][4:]}`"
+    return f"`glag-extract ... --out {bank}`"
 
 
 def describe(options: dict, keys) -> str:

@@ -1,16 +1,13 @@
 """Small pieces every console script shares: error reporting and finding a bank."""
 import functools
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from glag.data.bank import find_banks
-from glag.data.datasets import canonical_name
+from glag.data import layout
 from glag.data.errors import GlagError
-
-RUNS_ROOT = "runs"
+from glag.data.layout import RUNS_ROOT
 
 
 def friendly_errors(fn):
@@ -27,28 +24,12 @@ def friendly_errors(fn):
     return wrapper
 
 
-def resolve_bank(bank, dataset=None, runs_root=RUNS_ROOT) -> Path:
-    """--bank if given; else runs/<dataset>/bank.h5 for --dataset or $DATASET; else the only bank there is."""
-    if bank:
-        return Path(bank)
-    dataset = dataset or os.environ.get("DATASET")
-    if dataset:
-        dataset = canonical_name(dataset)
-        path = Path(runs_root) / dataset / "bank.h5"
-        if path.is_file():
-            return path
-        raise GlagError(f"{path}: no bank for dataset {dataset!r}; run `make features DATASET={dataset}` "
-                        f"or pass --bank (banks found: {_names(runs_root)})")
-    banks = find_banks(runs_root)
-    if len(banks) == 1:
-        return banks[0]
-    raise GlagError(f"--bank: {'several banks' if banks else 'no bank'} under {runs_root}/ "
-                    f"({_names(runs_root)}); pass --bank PATH or --dataset NAME")
-
-
-def _names(runs_root):
-    banks = find_banks(runs_root)
-    return ", ".join(str(b) for b in banks) if banks else "none"
+def resolve_bank(bank, dataset=None, runs_root=RUNS_ROOT, say: bool = True) -> Path:
+    """The bank a tool works on (glag.data.layout.resolve_bank); says on stderr which and why when not given."""
+    path, how = layout.resolve_bank(bank, dataset, runs_root)
+    if say and how != "--bank":
+        click.echo(f"bank: {path} ({how})", err=True)
+    return path
 
 
 def echo_progress(done: int, total: int, started: float, what: str, extra: str = ""):

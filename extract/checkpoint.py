@@ -18,7 +18,7 @@ FORMAT = STAGE_ONE_FORMAT
 # Options that do not change what is trained: a resume may differ in these. The views are only
 # dumped, so a finished checkpoint takes any --views (that is how old banks get views).
 RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
-                          "stop_after_epochs", "workers", "preload_mb", "dump_batch_size",
+                          "stop_after_epochs", "workers", "preload_mb", "dump_batch_size", "current",
                           "views", "views_dtype", "views_logits"})
 # Settings added after checkpoints were first written, with the value an older checkpoint trained with.
 ADDED_LATER = {"autoaugment": "none", "mixup": 0.0}

@@ -13,6 +13,7 @@ import torch
 from glag.data.cliutil import echo_progress
 from glag.data.datasets import DATASETS, load_dataset
 from glag.data.errors import GlagError
+from glag.data.layout import RUNS_ROOT, bank_path, set_current
 from glag.data.longtail import make_long_tail
 from glag.extract.backbones import Classifier, build_backbone, load_pretrained
 from glag.extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
@@ -20,15 +21,20 @@ from glag.extract.distributed import close_context, init_context
 from glag.extract.dump import check_space, dump_bank
 from glag.extract.loaders import Images
 from glag.extract.losses import LOSSES, build_loss, loss_options
-from glag.extract.recipes import recipe_for, resolve
+from glag.extract.recipes import BASE, RECIPES, recipe_for, resolve
 from glag.extract.trainer import Trainer
 
 RESIZE_MARGIN = 8 / 7  # "resize" recipes decode at 8/7 of the crop (256 for 224) and crop inside
 GPU_RESIDENT_MB = 2048  # an in-memory train split up to this size lives on the GPU: no copy per step
 
 
-def default_out(dataset: str) -> Path:
-    return Path("runs") / dataset / "bank.h5"
+def default_out(options: dict) -> Path:
+    """runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5 (glag.data.layout), IM and loss from the options or the
+    dataset's recipe: known before the dataset is read, because the checkpoint to resume sits beside it."""
+    recipe = RECIPES.get(options["dataset"], BASE)
+    listed = (options.get("profile") or recipe["profile"]) == "listed"
+    im = None if listed else float(options.get("im") or recipe["im"])
+    return bank_path(RUNS_ROOT, options["dataset"], im, options.get("loss") or "graloss", int(options.get("seed") or 0))
 
 
 def read_dataset(options: dict, base: dict | None = None):
@@ -59,7 +65,7 @@ def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
     foreign = {f"{n}_{k}" for n in LOSSES for k in loss_options(n)} - set(own)
     kept = {k: v for k, v in options.items() if k not in foreign}
     cfg = resolve(kept, dict(own, **recipe), base)
-    cfg.update(loss=name, out=str(options["out"] or default_out(options["dataset"])),
+    cfg.update(loss=name, out=str(options["out"] or default_out(options)),
                image_size=raw.image_size, channels=raw.channels, num_classes=len(raw.class_names))
     cfg.update({k: list(recipe[k]) if isinstance(recipe[k], tuple) else recipe[k] for k in ("crop", "mean", "std")})
     cfg["decode_size"] = round(raw.image_size * RESIZE_MARGIN) if cfg["crop"] == "resize" else raw.image_size
@@ -122,7 +128,7 @@ def run_extract(options: dict, log=click.echo):
 
 
 def _run(options: dict, ctx, log):
-    out = Path(options["out"] or default_out(options["dataset"]))
+    out = Path(options["out"] or default_out(options))
     ckpt = checkpoint_path(out)
     state = load_checkpoint(ckpt) if ckpt.is_file() and (options["resume"] or options["dump_only"]) else None
     if options["dump_only"] and state is None:
@@ -158,5 +164,8 @@ def _run(options: dict, ctx, log):
             log(f"stopped after epoch {cfg['stop_after_epochs'] - 1}; {ckpt} holds it, rerun to resume", err=True)
             return None
     dump_bank(model, data, splits, cfg, ctx, out, log=log)
-    log(f"bank written: {out}", err=True)
+    if ctx.main and options.get("current", True):
+        set_current(out)
+    log(f"bank written: {out}" + (" (now the current bank: runs/current.json)" if options.get("current", True) else ""),
+        err=True)
     return out

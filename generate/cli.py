@@ -16,9 +16,9 @@ from glag.generate.writer import announce, check_disk, default_out, is_current, 
 
 @click.command()
 @click.option("--bank", type=click.Path(dir_okay=False), default=None, show_default=True,
-              help="Feature bank; default: runs/<dataset>/bank.h5 (see --dataset).")
+              help="Feature bank; default: the bank of --dataset, else the current bank (runs/current.json).")
 @click.option("--dataset", envvar="DATASET", default=None, show_default=True,
-              help="Find the bank as runs/<dataset>/bank.h5 (env DATASET).")
+              help="Use this dataset's bank under runs/ (env DATASET): the current one if it is of this dataset.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, show_default=True,
               help="Store path; default: <bank folder>/synthetic/<hash of the settings>.h5.")
 @click.option("--beta-init", default=0.6, show_default=True, help="Initial confidence beta in [0, 1] (Eq. 8-9).")

@@ -9,7 +9,7 @@ from glag.data.bank import BankWriter
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def write_tiny_bank(path, C=6, D=8, counts=None, n_eval=10, seed=0, loss="ce", config=None):
+def write_tiny_bank(path, C=6, D=8, counts=None, n_eval=10, seed=0, loss="ce", config=None, dataset="tiny"):
     """A bank of random non-negative features: long-tailed train, balanced val/test.
 
     Class k's features are centred on a distinct mean, so heads can learn something.
@@ -23,8 +23,8 @@ def write_tiny_bank(path, C=6, D=8, counts=None, n_eval=10, seed=0, loss="ce", c
         feats = np.abs(means[labels] + 0.3 * rng.standard_normal((len(labels), D)))
         return feats.astype(np.float32), labels
 
-    cfg = dict(config or {}, dataset="tiny", loss=loss)
-    with BankWriter(path, dataset="tiny", backbone="none", loss=loss, class_names=[f"c{k}" for k in range(C)],
+    cfg = dict(config or {}, dataset=dataset, loss=loss)
+    with BankWriter(path, dataset=dataset, backbone="none", loss=loss, class_names=[f"c{k}" for k in range(C)],
                     train_counts=counts, feature_dim=D, config=cfg) as w:
         W, b = rng.standard_normal((C, D)).astype(np.float32), np.zeros(C, np.float32)
         for split, per_class in (("train", counts), ("val", [n_eval] * C), ("test", [n_eval] * C)):

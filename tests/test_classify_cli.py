@@ -247,10 +247,15 @@ def test_stage_two_loss_takes_its_own_options(tmp_path):
 
 
 def test_shipped_grid_names_its_missing_banks(tmp_path):
-    res = invoke("sweep", "--grid", "table6", "--dataset", "cifar", "--runs-root", tmp_path)
+    res = invoke("sweep", "--grid", "table6", "--dataset", "cifar100", "--runs-root", tmp_path, "--im", 100)
     assert res.exit_code == 1 and "bank(s) not found" in res.output
     for loss in ("ce", "graloss", "logit_adjust"):
-        assert f"{tmp_path}/cifar/{loss}/bank.h5" in res.output
+        assert f"{tmp_path}/cifar100-im100/{loss}/seed0/bank.h5" in res.output
+        assert f"make features DATASET=cifar100 IM=100 LOSS={loss} SEED=0" in res.output
+    (tmp_path / "cifar100-im100").mkdir()
+    (tmp_path / "cifar100-im50").mkdir()
+    res = invoke("sweep", "--grid", "table6", "--dataset", "cifar100", "--runs-root", tmp_path)
+    assert res.exit_code == 1 and "several experiments" in res.output and "pass --im" in res.output
 
 
 def test_run_without_bank_names_the_banks_there_are(tmp_path, monkeypatch):
@@ -261,13 +266,13 @@ def test_run_without_bank_names_the_banks_there_are(tmp_path, monkeypatch):
     assert all(str(b) in res.output for b in banks) and "--dataset" in res.output
     monkeypatch.setenv("DATASET", "c")  # `make classify` exports DATASET
     res = invoke("run", "--runs-root", tmp_path, "--method", "crt", "--epochs", 1, "--no-plots")
-    assert res.exit_code == 1 and "no bank for dataset 'c'" in res.output and all(str(b) in res.output for b in banks)
+    assert res.exit_code == 1 and "no bank of this dataset" in res.output and all(str(b) in res.output for b in banks)
 
 
 def test_run_on_the_datasets_bank_prints_the_group_table(tmp_path, monkeypatch):
     """`make classify` = `glag-classify run --dataset $(DATASET)`: the dataset's bank among others."""
     write_tiny_bank(tmp_path / "other" / "bank.h5", loss="graloss")
-    write_tiny_bank(tmp_path / "toy" / "bank.h5")
+    write_tiny_bank(tmp_path / "toy" / "bank.h5", dataset="toy")
     res = invoke("run", "--dataset", "toy", "--runs-root", tmp_path, "--method", "crt", "--epochs", 2,
                  "--run", "r", "--no-plots")
     assert res.exit_code == 0, res.output

@@ -133,7 +133,7 @@ def test_plan_layout_and_store_only_for_glag(tmp_path):
     assert last.options["store"] == str(bank.parent / "synthetic" / "reproduce.h5")
     assert last.options["ad"] is True and last.options["kd"] is False and last.options["seed"] == 3
     assert steps[-4].options == {"dataset": "digits", "loss": "ldam", "seed": 3, "out": str(bank), "im": 10.0,
-                                 "epochs": 2}
+                                 "epochs": 2, "current": False}          # reproduce never moves the current bank
     no_glag = plan(dict(cfg, methods=["crt", "tau_norm"], im=None))
     assert "generate" not in {s.tool for s in no_glag} and "store" not in no_glag[1].options
     assert no_glag[0].bank.parent.parent.parent.name == "digits-listed" and "im" not in no_glag[0].options
