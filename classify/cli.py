@@ -2,7 +2,7 @@
 import click
 from click.core import ParameterSource
 
-from glag.data.cliutil import RUNS_ROOT, friendly_errors
+from glag.data.cliutil import RUNS_ROOT, friendly_errors, version_option
 from glag.data.errors import GlagError
 
 from .options import run_options
@@ -11,6 +11,7 @@ from .table import bank_of, markdown
 
 
 @click.group()
+@version_option
 def main():
     """Stage two of GLAG: heads (cRT, LWS, tau-norm, NCM, post-hoc LA) and GLAG (synthetic tail rows,
     KD, adaptive beta) trained on the cached feature bank, never on images."""

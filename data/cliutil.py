@@ -11,17 +11,38 @@ from glag.data.layout import RUNS_ROOT
 
 
 def friendly_errors(fn):
-    """Turn GlagError (bad input) into a one-line `Error: ...` with exit code 1."""
+    """Turn bad input into a one-line `Error: ...` with exit code 1: a GlagError (also one re-raised by a
+    torch DataLoader worker, whose message carries the worker's traceback), and an OSError of the
+    environment (disk full, permission denied, a missing file) that names its file. Other errors are bugs
+    and keep their traceback."""
+    import errno
+    environment = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except GlagError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(_last_message(str(e))) from None
+        except OSError as e:
+            if e.errno not in environment or not (e.filename or e.errno in environment[:3]):
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}; fix that (free space, permissions) and rerun") \
+                from None
         except KeyboardInterrupt:
             click.echo("interrupted; outputs were not written (rerun to resume)", err=True)
             sys.exit(130)
     return wrapper
+
+
+def _last_message(text: str) -> str:
+    """A GlagError's own message: torch re-raises a worker's error as 'Caught GlagError in DataLoader worker
+    process 0. Original Traceback ... GlagError: <message>'; keep <message>."""
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if "GlagError: " in line]
+    return last[-1].split("GlagError: ", 1)[1] if last else text.splitlines()[0]
 
 
 def resolve_bank(bank, dataset=None, runs_root=RUNS_ROOT, say: bool = True) -> Path:
@@ -40,3 +61,9 @@ def echo_progress(done: int, total: int, started: float, what: str, extra: str =
     eta = (total - done) / rate if rate > 0 else float("inf")
     click.echo(f"{what} {done}/{total} ({100 * done / max(total, 1):.0f}%) {rate:,.1f}/s "
                f"ETA {eta:,.0f}s {extra}".rstrip(), err=True)
+
+
+def version_option(fn):
+    """--version on a command: GLAG's version and the commit it was built from (glag.data.provenance)."""
+    from glag.data.provenance import code_version
+    return click.version_option(code_version(), "--version", message="%(prog)s: %(version)s")(fn)

@@ -2,26 +2,40 @@
 import datetime
 import json
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 
 def package_version() -> str:
-    try:
-        return metadata.version("glag")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    from glag import __version__
+    return __version__
 
 
 def git_commit() -> str:
-    """The commit of the source tree, with '-dirty' for local edits; 'unknown' outside git."""
-    here = Path(__file__).resolve().parent
+    """The commit GLAG was built from: recorded in glag/_build.py when a wheel is built (setup.py), else
+    read from git when this code runs from GLAG's own checkout (with '-dirty' for local edits); else
+    'unknown'. A wheel installed inside somebody else's repository never reports that repository's commit."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here,
+        from glag._build import COMMIT
+        return COMMIT
+    except ImportError:
+        pass
+    root = Path(__file__).resolve().parent.parent
+    if not _is_glag_checkout(root):
+        return "unknown"
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root,
                              capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _is_glag_checkout(root: Path) -> bool:
+    """root is a git work tree of GLAG itself: its pyproject names the project glag and .git is right there."""
+    try:
+        return (root / ".git").exists() and 'name = "glag"' in (root / "pyproject.toml").read_text()
+    except OSError:
+        return False
 
 
 def code_version() -> str:
