@@ -80,7 +80,7 @@ def _passes(head, objective, real, synth, beta, val, cfg, generator, progress, n
         history.append(record)
         if progress and ((epoch + 1) % every == 0 or epoch + 1 == E):
             echo_progress(epoch + 1, E, started, f"stage-two epoch{'' if name == 'fit' else ' (' + name + ')'}",
-                          f"loss {record['loss']:.3f} val {record.get('val_overall', float('nan')):.3f}")
+                          f"loss {record['loss']:.3f} val-acc {100 * record.get('val_overall', float('nan')):.1f}%")
     return history
 
 

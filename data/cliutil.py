@@ -16,16 +16,25 @@ def friendly_errors(fn):
     environment (disk full, permission denied, a missing file) that names its file. Other errors are bugs
     and keep their traceback."""
     import errno
-    environment = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS)
+    disk = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    named = disk + (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS)
+
+    def own_message(text: str) -> str:
+        # torch re-raises a worker's error as "Caught GlagError in DataLoader worker process 0.
+        # Original Traceback ... GlagError: <message>": keep <message>
+        if "Original Traceback" not in text:
+            return text
+        last = [line for line in text.splitlines() if "GlagError: " in line]
+        return last[-1].split("GlagError: ", 1)[1] if last else text.splitlines()[0]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except GlagError as e:
-            raise click.ClickException(_last_message(str(e))) from None
+            raise click.ClickException(own_message(str(e))) from None
         except OSError as e:
-            if e.errno not in environment or not (e.filename or e.errno in environment[:3]):
+            if not (e.errno in disk or (e.errno in named and e.filename)):
                 raise
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}; fix that (free space, permissions) and rerun") \
@@ -34,15 +43,6 @@ def friendly_errors(fn):
             click.echo("interrupted; outputs were not written (rerun to resume)", err=True)
             sys.exit(130)
     return wrapper
-
-
-def _last_message(text: str) -> str:
-    """A GlagError's own message: torch re-raises a worker's error as 'Caught GlagError in DataLoader worker
-    process 0. Original Traceback ... GlagError: <message>'; keep <message>."""
-    if "Original Traceback" not in text:
-        return text
-    last = [line for line in text.splitlines() if "GlagError: " in line]
-    return last[-1].split("GlagError: ", 1)[1] if last else text.splitlines()[0]
 
 
 def resolve_bank(bank, dataset=None, runs_root=RUNS_ROOT, say: bool = True) -> Path:
@@ -67,3 +67,40 @@ def version_option(fn):
     """--version on a command: GLAG's version and the commit it was built from (glag.data.provenance)."""
     from glag.data.provenance import code_version
     return click.version_option(code_version(), "--version", message="%(prog)s: %(version)s")(fn)
+
+
+def read_saved_config(path) -> dict:
+    """The options an output was made with: a run's config.json (its "cfg"), any JSON object, or the
+    `config` attr of a bank or store (.h5)."""
+    import json
+    path = Path(path)
+    try:
+        if path.suffix == ".h5":
+            import h5py
+            with h5py.File(path, "r", locking=False) as h5:
+                return json.loads(h5.attrs["config"])
+        saved = json.loads(path.read_text())
+    except (OSError, KeyError, ValueError) as e:
+        raise click.BadParameter(f"{path}: no readable saved config ({e.__class__.__name__}); give a run's "
+                                 "config.json, a bank or a store", param_hint="--config") from None
+    if not isinstance(saved, dict):
+        raise click.BadParameter(f"{path}: not a JSON object", param_hint="--config")
+    return saved.get("cfg", saved) if isinstance(saved.get("cfg"), dict) else saved
+
+
+# Keys of a saved config that name where its output went, not how it was made: never reused.
+_NOT_REUSED = ("out", "run", "overwrite", "dump_only", "resume", "current")
+
+
+def config_option(fn):
+    """--config FILE: take every option of a saved config (read_saved_config) as this command's default;
+    options given on the command line still win. Keys the command does not have are ignored."""
+    def load(ctx, param, value):
+        if value:
+            names = {p.name for p in ctx.command.params}
+            saved = {k: v for k, v in read_saved_config(value).items() if k in names and k not in _NOT_REUSED}
+            ctx.default_map = dict(ctx.default_map or {}, **saved)
+        return value
+    return click.option("--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
+                        callback=load, help="Reuse the options of a saved config: a run's config.json, a bank or a "
+                                            "store; options given here win.")(fn)

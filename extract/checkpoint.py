@@ -29,16 +29,26 @@ def checkpoint_path(out):
     return out.with_name(out.stem + ".ckpt.pt")
 
 
-def save_checkpoint(path, *, model, optimizer, scheduler, epoch: int, cfg: dict) -> None:
-    """Write the state after `epoch` finished epochs (atomically: a kill leaves the old file)."""
+def history_path(ckpt):
+    """The per-epoch record beside a checkpoint: bank.ckpt.pt -> bank.history.json."""
+    return ckpt.with_name(ckpt.name.replace(".ckpt.pt", "") + ".history.json")
+
+
+def save_checkpoint(path, *, model, optimizer, scheduler, epoch: int, cfg: dict, history=()) -> None:
+    """Write the state after `epoch` finished epochs (atomically: a kill leaves the old file), and the
+    history of those epochs beside it as JSON (the checkpoint carries it too, so a resume continues it)."""
+    history = json.dumps(list(history), sort_keys=True)
     state = {
         "format": FORMAT, "epoch": int(epoch), "config": config_json(cfg), "code_version": code_version(),
+        "history": history,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     with atomic_file(path) as tmp:
         torch.save(state, tmp)
+    with atomic_file(history_path(path)) as tmp:
+        tmp.write_text(history + "\n")
 
 
 def load_checkpoint(path) -> dict:
@@ -51,6 +61,7 @@ def load_checkpoint(path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise GlagError(f"{path}: not a {FORMAT} checkpoint; delete it or pass --no-resume")
     state["config"] = json.loads(state["config"])
+    state["history"] = json.loads(state.get("history", "[]"))       # checkpoints from before the history: none
     return state
 
 

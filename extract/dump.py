@@ -83,7 +83,7 @@ def split_rows(model, images: Images, transform, ctx, batch_size: int, generator
         yield tuple(t.cpu() for t in out)
 
 
-def dump_bank(model, data, splits: dict, cfg: dict, ctx, out, log=print) -> dict | None:
+def dump_bank(model, data, splits: dict, cfg: dict, ctx, out, log=print, history=()) -> dict | None:
     """Write the bank at `out` (rank 0) and return the stage-one metrics.
 
     Args:
@@ -104,7 +104,8 @@ def dump_bank(model, data, splits: dict, cfg: dict, ctx, out, log=print) -> dict
                          feature_dim=model.feature_dim, config=cfg, views=cfg.get("views", 0),
                          views_dtype=cfg.get("views_dtype", "float16"), views_logits=cfg.get("views_logits", True))
               if ctx.main else None)
-    metrics = {"groups_rule": cfg["groups"], "groups": groups.tolist()}
+    # the training curve travels with the bank: its stage-one metrics hold every epoch's record
+    metrics = {"groups_rule": cfg["groups"], "groups": groups.tolist(), "history": list(history)}
     try:
         for name in SPLIT_ORDER:
             if len(splits[name]) == 0:

@@ -79,7 +79,7 @@ OPTIONS = [
     _opt("--out", type=click.Path(dir_okay=False), default=None,
          show_default="runs/<dataset>-im<IM>/<loss>/seed<seed>/bank.h5",
          help="Bank to write; the checkpoint goes beside it (<name>.ckpt.pt)."),
-    _opt("--current/--no-current", default=True,
+    _opt("--current/--no-current", default=None, show_default="when the bank is under runs/",
          help="Make the bank written the current one (runs/current.json), which the next tools use by default."),
     _opt("--dump-only", is_flag=True, default=False, help="Only dump features from the finished checkpoint."),
     _opt("--resume/--no-resume", default=True, help="Continue from the checkpoint beside --out."),

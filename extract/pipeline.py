@@ -160,12 +160,15 @@ def _run(options: dict, ctx, log):
         log(f"stage one: {data.name} ({len(data.train)} train images, {data.num_classes} classes), "
             f"{cfg['backbone']}, {cfg['loss']}, {todo} on {ctx.device}"
             f"{f' x{ctx.world}' if ctx.world > 1 else ''}", err=True)
-        if not trainer.fit(start, ckpt, options.get("stop_after_epochs")):
+        if not trainer.fit(start, ckpt, options.get("stop_after_epochs"), history=(state or {}).get("history", [])):
             log(f"stopped after epoch {cfg['stop_after_epochs'] - 1}; {ckpt} holds it, rerun to resume", err=True)
             return None
-    dump_bank(model, data, splits, cfg, ctx, out, log=log)
-    if ctx.main and options.get("current", True):
+    history = trainer.history if not options["dump_only"] else state.get("history", [])
+    dump_bank(model, data, splits, cfg, ctx, out, log=log, history=history)
+    current = options.get("current")
+    if current is None:              # by default only a bank in the layout: tests and --out elsewhere leave it
+        current = Path(RUNS_ROOT).resolve() in Path(out).resolve().parents
+    if ctx.main and current:
         set_current(out)
-    log(f"bank written: {out}" + (" (now the current bank: runs/current.json)" if options.get("current", True) else ""),
-        err=True)
+    log(f"bank written: {out}" + (" (now the current bank: runs/current.json)" if current else ""), err=True)
     return out

@@ -92,23 +92,35 @@ class Trainer:
         self.scheduler = cosine_with_warmup(self.optimizer, steps_per_epoch(len(images), cfg, ctx.world), cfg)
         self._stepped = False  # an OOM before the first step means the batch is too large
 
-    def fit(self, start_epoch: int, ckpt_path, stop_after: int | None = None) -> bool:
-        """Train epochs start_epoch..epochs-1, checkpointing after each; False if stopped early."""
+    def fit(self, start_epoch: int, ckpt_path, stop_after: int | None = None, history=()) -> bool:
+        """Train epochs start_epoch..epochs-1, checkpointing after each; False if stopped early.
+
+        `self.history` holds one record per finished epoch (`history`: those of a resumed checkpoint).
+        """
         started, done_images = time.time(), 0
+        self.history = [h for h in history if h.get("epoch", 0) < start_epoch]
         for epoch in range(start_epoch, self.cfg["epochs"]):
             self.loss.update(epoch)
             epoch_started = time.time()
             stats = self.run_epoch(epoch)
             stats["seconds"] = time.time() - epoch_started
+            self.history.append(self._record(epoch, stats))
             if self.ctx.main:
                 save_checkpoint(ckpt_path, model=self.model, optimizer=self.optimizer,
-                                scheduler=self.scheduler, epoch=epoch + 1, cfg=self.cfg)
+                                scheduler=self.scheduler, epoch=epoch + 1, cfg=self.cfg, history=self.history)
             barrier(self.ctx)
             done_images += stats["images"]
             self._report(epoch, stats, started, done_images)
             if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < self.cfg["epochs"]:
                 return False
         return True
+
+    def _record(self, epoch: int, stats: dict) -> dict:
+        """What history.json keeps of an epoch (0-based `epoch`)."""
+        alpha = getattr(self.loss, "alpha", None)
+        return {"epoch": epoch, "loss": round(stats["loss"], 6), "train_acc": round(stats["acc"], 6),
+                "lr": self.scheduler.get_last_lr()[0], "alpha": alpha if isinstance(alpha, float) else None,
+                "images": stats["images"], "seconds": round(stats["seconds"], 3)}
 
     def run_epoch(self, epoch: int) -> dict:
         """One pass over this rank's shard of the epoch's order; returns summed loss/hits/images."""
@@ -175,7 +187,7 @@ class Trainer:
         per_epoch = elapsed / max(1, done_images) * max(1, stats["images"])
         alpha = getattr(self.loss, "alpha", None)
         extra = f" alpha {alpha:.3f}" if isinstance(alpha, float) else ""
-        click.echo(f"epoch {epoch}/{self.cfg['epochs'] - 1} loss {stats['loss']:.4f} train-acc "
+        click.echo(f"epoch {epoch + 1}/{self.cfg['epochs']} loss {stats['loss']:.4f} train-acc "
                    f"{100 * stats['acc']:.1f}% lr {self.scheduler.get_last_lr()[0]:.4f}{extra} "
                    f"{stats['images'] / max(stats['seconds'], 1e-9):,.0f} img/s ETA {left * per_epoch:,.0f}s",
                    err=True)   # this epoch's rate: the first one includes --compile's warm-up

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from glag.data.bank import Bank
-from glag.data.cliutil import echo_progress, friendly_errors, resolve_bank, version_option
+from glag.data.cliutil import config_option, echo_progress, friendly_errors, resolve_bank, version_option
 from glag.data.errors import GlagError
 from glag.data.mixing import GAMMA_MODES
 from glag.data.store import DTYPES
@@ -16,6 +16,7 @@ from glag.generate.writer import announce, check_disk, default_out, is_current, 
 
 @click.command()
 @version_option
+@config_option
 @click.option("--bank", type=click.Path(dir_okay=False), default=None, show_default=True,
               help="Feature bank; default: the bank of --dataset, else the current bank (runs/current.json).")
 @click.option("--dataset", envvar="DATASET", default=None, show_default=True,

@@ -271,8 +271,8 @@ def test_real_subprocesses(tmp_path, monkeypatch):
     result = reproduce(args, monkeypatch)
     assert result.exit_code == 0, result.output
     folder = tmp_path / "digits-im10" / "ce" / "seed0"
-    assert "epoch 0/0" in (folder / "logs" / "stage-one.log").read_text()
-    assert "[1/2] ce seed0 stage one: epoch 0/0" in result.output         # stage one's epoch lines come through
+    assert "epoch 1/1" in (folder / "logs" / "stage-one.log").read_text()
+    assert "[1/2] ce seed0 stage one: epoch 1/1" in result.output         # stage one's epoch lines come through
     assert (folder / "stage2" / "tau_norm" / "metrics.json").is_file()
     assert "| ce bank / tau_norm |" in (tmp_path / "digits-im10" / "results" / "table.md").read_text()
 
@@ -337,6 +337,6 @@ def test_paper_recipe_runs_one_step_on_fixture_files(name, tmp_path, monkeypatch
             assert bank.config["image_size"] == (32 if name.endswith("cpu") else 64)
         assert bank.config["graloss_s"] == (0.5 if name == "inat-paper" else 1.0)
     log = (bank_file.parent / "logs" / "stage-one.log").read_text()
-    assert "epoch 0/0" in log
+    assert "epoch 1/1" in log
     run_cfg = json.loads((bank_file.parent / "stage2" / "crt" / "config.json").read_text())["cfg"]
     assert run_cfg["kd_s"] == (0.5 if name == "inat-paper" else 1.0)

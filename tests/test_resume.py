@@ -1,4 +1,5 @@
 """A stage-one run killed after some epochs and rerun ends with the same weights as one straight run."""
+import json
 import re
 
 import numpy as np
@@ -41,6 +42,12 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     with Bank(straight) as x, Bank(resumed) as y:
         for split in x.splits:
             np.testing.assert_allclose(x.load(split)["features"], y.load(split)["features"], rtol=1e-4, atol=1e-5)
+        # the training curve is kept: beside the checkpoint, and in the bank; a resume continues it
+        keep = lambda h: [(r["epoch"], r["loss"], r["lr"], r["alpha"]) for r in h]
+        assert [r["epoch"] for r in x.metrics["history"]] == [0, 1, 2, 3]
+        assert keep(x.metrics["history"]) == keep(y.metrics["history"])
+    on_disk = json.loads((straight.parent / "bank.history.json").read_text())
+    assert keep(on_disk) == keep(a["history"]) and 0 <= on_disk[-1]["train_acc"] <= 1
 
 
 def test_finished_checkpoint_is_not_trained_again(tmp_path):
@@ -49,7 +56,7 @@ def test_finished_checkpoint_is_not_trained_again(tmp_path):
     first = Bank(out).fingerprint
     out.unlink()
     log = run(out, "--epochs", "1")
-    assert "epoch 0/" not in log and Bank(out).fingerprint == first
+    assert "epoch 1/" not in log and Bank(out).fingerprint == first
 
 
 def test_no_resume_starts_over(tmp_path):
