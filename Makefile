@@ -54,7 +54,7 @@ classify: install
 # The whole comparison on one dataset (docs/reproduce.md): stage one per loss and seed, every stage-two
 # method from each bank, one mean ± std table in runs/<dataset>-im<IM>/results/. Reruns skip what is done.
 reproduce: install
-	$(BIN)/glag-classify reproduce $(if $(RECIPE),--recipe $(RECIPE),--dataset $(or $(DATASET),digits)) \
+	$(BIN)/glag-reproduce $(if $(RECIPE),--recipe $(RECIPE),--dataset $(or $(DATASET),digits)) \
 	    $(if $(IM),--im $(IM)) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 
 # The embedded default: scikit-learn's digits made long-tailed (IM 10). Stage one twice (CE and GraLoss),

@@ -1,5 +1,6 @@
 """Build hook only (metadata lives in pyproject.toml): a wheel records the commit it was built from in
 glag/_build.py, so an installed GLAG reports its own version, never the git state of wherever it is installed."""
+import os
 import subprocess
 from pathlib import Path
 
@@ -8,6 +9,9 @@ from setuptools.command.build_py import build_py
 
 
 def _commit() -> str:
+    """GLAG_BUILD_COMMIT when set (a build from a source archive has no .git), else git describe."""
+    if os.environ.get("GLAG_BUILD_COMMIT"):
+        return os.environ["GLAG_BUILD_COMMIT"]
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)

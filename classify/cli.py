@@ -6,7 +6,6 @@ from glag.data.cliutil import RUNS_ROOT, config_option, friendly_errors, version
 from glag.data.errors import GlagError
 
 from .options import run_options
-from .reproduce import reproduce_options
 from .table import bank_of, markdown
 
 
@@ -63,18 +62,6 @@ def sweep(grid, bank, dataset, runs_root, im, jobs, out):
 def table(runs, split, banks):
     """Print the markdown accuracy table of finished run folders."""
     click.echo(markdown(runs, split, banks))
-
-
-@main.command()
-@reproduce_options
-@friendly_errors
-def reproduce(**options):
-    """The whole comparison on one dataset: stage one per loss and seed, then every stage-two method
-    from each bank, one mean ± std table (runs/<dataset>-im<IM>/results/). Reruns skip finished steps."""
-    from .reproduce import run_reproduce
-    for folder in run_reproduce(options):
-        click.echo((folder / "table.md").read_text())
-        click.echo(f"results in {folder}", err=True)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,9 @@ def test_generate_imports_only_data():
 def test_classify_imports_only_losses_from_extract():
     run("import glag.classify.cli, sys; bad = [m for m in sys.modules if m.startswith(('glag.extract.', 'glag.generate'))"
         " and not m.startswith('glag.extract.losses')]; assert not bad, bad")
+
+
+def test_reproduce_sits_above_the_stages():
+    # the orchestrator imports the stages' tools; no stage imports it back
+    run("import glag.classify.cli, glag.generate.cli, glag.extract.cli, sys; "
+        "assert 'glag.reproduce' not in sys.modules and 'glag.reproduce.run' not in sys.modules")

@@ -1,4 +1,4 @@
-"""`glag-classify reproduce`: recipes, the plan and its layout, skipping what is done, the results table,
+"""`glag-reproduce`: recipes, the plan and its layout, skipping what is done, the results table,
 and the paper recipes starting on fixture files in their datasets' exact formats.
 
 Most end-to-end tests run the tools in this process (`in_process` replaces the
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from glag.classify import reproduce as rep
-from glag.classify.cli import main
-from glag.classify.reproduce_plan import parse_tool_args, plan, to_argv
-from glag.classify.reproduce_recipes import ALL_METHODS, METHODS, RECIPES, find_recipe, register_method, register_recipe
-from glag.classify.reproduce_state import agrees, same_value
-from glag.classify.reproduce_table import csv_text, summarise
+from glag.reproduce import run as rep
+from glag.reproduce.cli import main
+from glag.reproduce.plan import parse_tool_args, plan, to_argv
+from glag.reproduce.recipes import ALL_METHODS, METHODS, RECIPES, find_recipe, register_method, register_recipe
+from glag.reproduce.state import agrees, same_value
+from glag.reproduce.table import csv_text, summarise
 from glag.data.bank import Bank
 from glag.data.errors import GlagError
 from glag.extract.losses import LOSSES
@@ -56,7 +56,7 @@ class InProcess:
 def reproduce(args, monkeypatch, launcher=None):
     if launcher is not None:
         monkeypatch.setattr(rep, "launch", launcher)
-    return CliRunner().invoke(main, ["reproduce", *map(str, args)])
+    return CliRunner().invoke(main, [*map(str, args)])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_values_compare_across_text_and_types():
     assert agrees({"threads": 2}, {"threads": "1"}, skip=("threads",)) and not agrees({"epochs": 8}, {"epochs": 9})
     # a bank from before views counts as views 0, so asking for views re-dumps it...
     assert not agrees({"epochs": 8}, {"views": "8"}) and agrees({"epochs": 8}, {"views": "0", "mixup": "0"})
-    from glag.classify.reproduce_state import DUMP_KEYS, RUNTIME_KEYS
+    from glag.reproduce.state import DUMP_KEYS, RUNTIME_KEYS
     # ...from its checkpoint, which the dump options never make out of date
     assert agrees({"epochs": 8}, {"views": "8", "views_dtype": "float32"}, RUNTIME_KEYS | DUMP_KEYS)
 
@@ -153,7 +153,7 @@ def test_a_tuned_method_is_a_grid_of_runs_and_val_alone_picks_its_row(tmp_path):
         s.out.mkdir(parents=True)
         val, test = (0.9, 0.5) if best else (0.5, 0.95)
         (s.out / "metrics.json").write_text(json.dumps({"val": {"overall": val}, "test": {"overall": test}}))
-    import glag.classify.reproduce_table as table
+    import glag.reproduce.table as table
     rows, _, chosen = table.collect(steps)
     assert chosen[("ce", "glag+KD-tuned")] == ["beta_init0.4_gamma0.1", "beta_init1_gamma0"]
     assert [a["overall"] for a in rows[("ce", "glag+KD-tuned")]["test"]] == [0.5, 0.5]   # the val pick's test

@@ -1,4 +1,4 @@
-"""Reproduction recipes for `glag-classify reproduce`, and the stage-two methods they compare, in one place.
+"""Reproduction recipes for `glag-reproduce`, and the stage-two methods they compare, in one place.
 
 A recipe names a dataset, its imbalance ratios (the first is the default), the
 stage-one losses (one bank each), the stage-two methods run from every bank,

@@ -17,8 +17,8 @@ from glag.data.atomic import atomic_file
 from glag.data.bank import Bank
 from glag.data.provenance import code_version, now
 
-from .reproduce_plan import to_argv
-from .table import COLUMNS, load_metrics
+from .plan import to_argv
+from glag.classify.table import COLUMNS, load_metrics
 
 STAGE_ONE = "stage one"
 SPLITS = ("val", "test")

@@ -1,4 +1,4 @@
-"""`glag-classify reproduce`: the whole comparison on one dataset, from a recipe (classify/reproduce_recipes.py).
+"""`glag-reproduce`: the whole comparison on one dataset, from a recipe (glag/reproduce/recipes.py).
 
 For every stage-one loss and seed: stage one once (`glag-extract`, one bank),
 then from that bank the store (`glag-generate`) and every stage-two method
@@ -17,8 +17,8 @@ import click
 
 from glag.data.errors import GlagError
 
-from .reproduce_plan import experiment_dir, parse_tool_args, plan, to_argv
-from .reproduce_recipes import RECIPES, check_names, find_recipe
+from .plan import experiment_dir, parse_tool_args, plan, to_argv
+from .recipes import RECIPES, check_names, find_recipe
 
 TOOLS = {"extract": ("glag.extract.cli", "glag-extract", []), "generate": ("glag.generate.cli", "glag-generate", []),
          "classify": ("glag.classify.cli", "glag-classify", ["run"])}
@@ -123,7 +123,7 @@ def launch(cmd: list, log_path, echo=lambda line: False) -> int:
 
 
 def is_done(step) -> bool:
-    from .reproduce_state import bank_done, run_done, store_done
+    from .state import bank_done, run_done, store_done
     if step.tool == "extract":
         return bank_done(step.out, step.options)
     if step.tool == "generate":
@@ -136,7 +136,7 @@ def run_step(step, number: str, verbose: bool) -> None:
     if is_done(step):
         click.echo(f"{number} {step.label}: done, skipped", err=True)
         return
-    from .reproduce_state import checkpoint_agrees
+    from .state import checkpoint_agrees
     extra = {}
     if step.tool == "extract" and not checkpoint_agrees(step.out, step.options):
         extra["resume"] = False        # the checkpoint beside the bank was trained with other options
@@ -189,7 +189,7 @@ def dry_run(steps: list) -> str:
 
 def run_reproduce(options: dict) -> list:
     """Run (or list, with --dry-run) every reproduction the options ask for; returns the results folders."""
-    from .reproduce_table import write_results
+    from .table import write_results
     folders = []
     for cfg in resolve(options):
         steps = plan(cfg)

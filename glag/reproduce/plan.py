@@ -20,7 +20,7 @@ from pathlib import Path
 from glag.data.errors import GlagError
 from glag.data.layout import bank_path, experiment_name
 
-from .reproduce_recipes import METHODS, needs_store, tune_points
+from .recipes import METHODS, needs_store, tune_points
 
 STORE_NAME = "reproduce.h5"
 # Options reproduce sets itself: a user's --<tool>-args may not move them.

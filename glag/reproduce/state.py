@@ -91,9 +91,9 @@ def run_done(argv: list) -> bool:
     import click
     from click.core import ParameterSource
 
-    from .cli import run as run_command
-    from .config import apply_preset, resolve_auto, run_dir, same_config
-    from .run import open_store
+    from glag.classify.cli import run as run_command
+    from glag.classify.config import apply_preset, resolve_auto, run_dir, same_config
+    from glag.classify.run import open_store
     try:
         ctx = run_command.make_context("glag-classify run", list(argv))
     except click.ClickException as e:
