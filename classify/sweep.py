@@ -114,12 +114,33 @@ def _configs(grid_spec: str, base: dict) -> tuple[str, list]:
     fill = {"dataset": dataset, "runs_root": base["runs_root"],
             "experiment": experiment(base["runs_root"], dataset, im, grid, name)}
     configs = []
-    for entry in expand(grid, name, known, fill):
+    params = _run_params()
+    for number, entry in enumerate(expand(grid, name, known, fill), 1):
+        check_entry(entry, params, f"--grid {name}, run {number}")
         options = {**known, "plots": False, "deploy": False, **entry}   # a grid may still ask for plots
         options["bank"] = str(resolve_bank(options["bank"] or None, options["dataset"] or None, options["runs_root"],
                                            say=False))
         configs.append((options, sorted(entry)))
     return name, configs
+
+
+def _run_params() -> dict:
+    from .cli import run as run_command
+    return {p.name: p for p in run_command.params}
+
+
+def check_entry(entry: dict, params: dict, where: str) -> None:
+    """Every value of a grid entry through the option's own click type: a grid is refused as a whole, with
+    `glag-classify run`'s message, before its first run starts."""
+    import click
+    for key, value in entry.items():
+        param = params.get(key)
+        if param is None or value is None or isinstance(param.type, click.types.BoolParamType):
+            continue
+        try:
+            param.type.convert(value, param, None)
+        except click.BadParameter as e:
+            raise GlagError(f"{where}: {key} = {value!r}: {e.format_message()}") from None
 
 
 def experiment(runs_root, dataset: str, im, grid: dict, name: str) -> str:

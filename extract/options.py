@@ -8,6 +8,7 @@ import click
 
 from glag.data.datasets import ALIASES, DATASETS, canonical_name
 from glag.data.longtail import PROFILES
+from glag.data.options import Ratio
 from glag.data.splits import RULES
 from glag.extract.augment import AUTOAUGMENT
 from glag.extract.backbones import BACKBONES
@@ -46,7 +47,7 @@ OPTIONS = [
          help="Side images are resized to, for readers that decode files (folder, imagenet-lt, inat2018)."),
     _opt("--channels", type=click.Choice(["1", "3"]), default=None, show_default="the reader's",
          help="Gray (1) or RGB (3), for the folder reader."),
-    _opt("--im", type=float, default=None, help="Imbalance ratio n_max / n_min of the long-tailed split."),
+    _opt("--im", type=Ratio(), default=None, help="Imbalance ratio n_max / n_min of the long-tailed split."),
     _opt("--profile", type=click.Choice(PROFILES), default=None, help="Long-tail profile."),
     _opt("--val-per-class", type=int, default=None, help="Balanced val images per class (from train leftovers)."),
     _opt("--data-seed", type=int, default=0, help="Seed of the long-tailed subsampling and val split."),

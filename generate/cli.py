@@ -8,6 +8,7 @@ from glag.data.bank import Bank
 from glag.data.cliutil import config_option, echo_progress, friendly_errors, resolve_bank, version_option
 from glag.data.errors import GlagError
 from glag.data.mixing import GAMMA_MODES
+from glag.data.options import Beta, Device, NonNegative, Positive
 from glag.data.store import DTYPES
 from glag.generate.afg import MOMENTS_FROM, AdaptiveFeatureGenerator
 from glag.generate.tail import TAIL_RULES
@@ -23,15 +24,17 @@ from glag.generate.writer import announce, check_disk, default_out, is_current, 
               help="Use this dataset's bank under runs/ (env DATASET): the current one if it is of this dataset.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, show_default=True,
               help="Store path; default: <bank folder>/synthetic/<hash of the settings>.h5.")
-@click.option("--beta-init", default=0.6, show_default=True, help="Initial confidence beta in [0, 1] (Eq. 8-9).")
-@click.option("--k", default=3, show_default=True, help="Support classes per tail sample (Eq. 7).")
-@click.option("--gamma", default=0.0, show_default=True, help="Dispersion gamma (Eq. 9), applied by stage two.")
+@click.option("--beta-init", type=Beta(), default=0.6, show_default=True,
+              help="Initial confidence beta in [0, 1] (Eq. 8-9), applied by stage two.")
+@click.option("--k", type=Positive(), default=3, show_default=True, help="Support classes per tail sample (Eq. 7).")
+@click.option("--gamma", type=NonNegative(), default=0.0, show_default=True,
+              help="Dispersion gamma (Eq. 9), applied by stage two.")
 @click.option("--gamma-mode", type=click.Choice(GAMMA_MODES), default="isotropic", show_default=True,
               help="gamma * I, or gamma added to every covariance entry (free-lunch code).")
 @click.option("--tukey", default=0.5, show_default=True, help="Tukey ladder-of-powers lambda; 1 = none.")
 @click.option("--moments-from", type=click.Choice(MOMENTS_FROM), default="base", show_default=True,
               help="Class moments from the un-augmented train rows, or from them and the bank's augmented views.")
-@click.option("--epochs", default=40, show_default=True, help="Generation epochs: fresh blocks of rows.")
+@click.option("--epochs", type=Positive(), default=40, show_default=True, help="Generation epochs: fresh blocks of rows.")
 @click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="max-count", show_default=True,
               help="Rule that picks the tail classes.")
 @click.option("--tail-max-count", default=100, show_default=True, help="max-count rule: tail if N_k <= this.")
@@ -43,7 +46,7 @@ from glag.generate.writer import announce, check_disk, default_out, is_current, 
               help="Non-tail classes also get their gap, drawn from their own distribution.")
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:n].")
+@click.option("--device", type=Device(), default="auto", show_default=True, help="auto, cpu or cuda[:n].")
 @click.option("--jobs", default=0, show_default=True,
               help="Worker threads for per-class and per-batch work (0 = cores, at most 8; -1 = all cores).")
 @click.option("--batch-rows", default=0, show_default=True, help="Rows per sampling batch (0 = about 64 MB of buffers each).")
