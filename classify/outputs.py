@@ -1,5 +1,10 @@
 """The files of one stage-two run folder (docs/formats.md): config, metrics, history, beta, head,
-the deployable checkpoint, the t-SNE sample. report.py and plots.py read these files only."""
+the deployable checkpoint, the t-SNE sample. report.py and plots.py read these files only.
+
+Each file is serialised in memory and written in one go, so a full disk (or a file-size
+limit) is reported with the run's file name and the bytes it needed; run.py's temp folder
+is then removed and nothing of the run is kept."""
+import io
 import json
 from pathlib import Path
 
@@ -7,13 +12,30 @@ import click
 import numpy as np
 import torch
 
+from glag.data.atomic import DISK_FULL, target_of, write_error
 from glag.data.provenance import code_version, now
 
 from .deploy import build_deployed
 
 
+def _put(path: Path, data: bytes) -> None:
+    """Write `data` to `path` in the run's temp folder; a disk-full error names the run's file (not the temp)."""
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        raise write_error(target_of(path.parent) / path.name, e, len(data)) from None
+
+
 def _dump(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, sort_keys=True, indent=1, default=str) + "\n")
+    _put(path, (json.dumps(obj, sort_keys=True, indent=1, default=str) + "\n").encode())
+
+
+def _save(path: Path, obj) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _put(path, buf.getvalue())
 
 
 def upstream(bank, store) -> dict:
@@ -32,12 +54,12 @@ def write_run(folder: Path, name: str, cfg: dict, bank, store, fit) -> None:
     config = dict(stamp, cfg=cfg, upstream=upstream(bank, store))
     _dump(folder / "config.json", config)
     head = {k: v.detach().cpu() for k, v in fit.head.state_dict().items()}
-    torch.save(head, folder / "head.pt")
+    _save(folder / "head.pt", head)
     linear = fit.head.linear_equivalent()
     if linear is not None:
         linear = tuple(t.detach().cpu().float().contiguous() for t in linear)
         if cfg["space"] == "raw":
-            torch.save(dict(zip(("weight", "bias"), linear)), folder / "linear.pt")
+            _save(folder / "linear.pt", dict(zip(("weight", "bias"), linear)))
     deploy = _deploy(folder, cfg, bank, linear, config)
     summary = {k: cfg[k] for k in ("method", "head", "synthetic", "ad", "kd", "space", "loss", "sampler")}
     summary.update(bank_loss=bank.loss, run=name)
@@ -50,7 +72,9 @@ def write_run(folder: Path, name: str, cfg: dict, bank, store, fit) -> None:
                                      "class_names": [bank.class_names[k] for k in fit.beta.tail],
                                      "trajectory": fit.beta.trajectory})
     if fit.embed:
-        np.savez(folder / "embed.npz", **fit.embed)
+        buf = io.BytesIO()
+        np.savez(buf, **fit.embed)
+        _put(folder / "embed.npz", buf.getvalue())
 
 
 def _deploy(folder: Path, cfg: dict, bank, linear, config: dict) -> dict:
@@ -62,7 +86,7 @@ def _deploy(folder: Path, cfg: dict, bank, linear, config: dict) -> dict:
     else:
         model, status = build_deployed(bank, *linear, cfg, config)
         if model is not None:
-            torch.save(model, folder / "model.pt")
+            _save(folder / "model.pt", model)
             return dict(status, file="model.pt")
     click.echo(f"no model.pt: {status['reason']}", err=True)
     return dict(status, file=None)

@@ -9,6 +9,7 @@ from glag.data.bank import Bank
 from glag.data.cliutil import resolve_bank
 from glag.data.errors import GlagError
 from glag.data.store import Store
+from glag.data.validate import validate_bank
 
 from .config import AUTO, apply_preset, check, resolve_auto, run_dir, same_config
 from .outputs import write_run
@@ -82,6 +83,9 @@ def run_stage2(options: dict, explicit=(), resume: bool = False, progress: bool 
                 return target
             if target.exists() and not cfg["overwrite"]:
                 raise GlagError(f"{target}: run folder exists; pass --overwrite or another --run name")
+            validate_bank(bank, logits=("train",), views=cfg["views"],
+                          lam=cfg["tukey_lambda"] if cfg["space"] == "tukey" else None,
+                          fix="use --space raw (the default) or --tukey-lambda 1")
             for note in run_notes(cfg, bank):
                 click.echo(f"note: {note}", err=True)
             result = fit(cfg, bank, store, progress=progress)

@@ -93,13 +93,16 @@ def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto") -> t
     results = Parallel(n_jobs=jobs)(delayed(_one)(o, e, threads) for o, e in configs)
     varying = {k for _, e in configs for k in e if len({json.dumps(o.get(k)) for o, _ in configs}) > 1}
     done = [(Path(r), describe(o, varying & set(e))) for (r, _), (o, e) in zip(results, configs) if r]
-    errors = [err for _, err in results if err]
+    errors = list(dict.fromkeys(err for _, err in results if err))     # the same cause once
+    if not done:
+        raise GlagError(f"--grid {name}: all {len(configs)} runs failed, no table written: " + " | ".join(errors))
     folder = Path(configs[0][0]["bank"]).parent / "stage2" / "sweeps" / name if out == "auto" else Path(out)
     banks = sorted({o["bank"] for o, _ in configs})
     runs = [r for r, _ in done]
     write_tables(folder, runs, banks, [label for _, label in done])
     if errors:
-        raise GlagError(f"{len(errors)} of {len(configs)} runs failed (table has the others): " + " | ".join(errors))
+        failed = sum(1 for _, err in results if err)
+        raise GlagError(f"{failed} of {len(configs)} runs failed (table has the others): " + " | ".join(errors))
     return runs, folder
 
 

@@ -1,29 +1,57 @@
-"""Write-then-rename helpers, so that no reader ever sees a half-written output."""
+"""Write-then-rename helpers, so that no reader ever sees a half-written output.
+
+Every temp file or folder is named `.<target>.<pid>@<host>.<random>.tmp`, beside
+its target. A process killed before the rename (kill -9, power loss) cannot clean
+up after itself, so the next writer in that folder does: a temp whose process is
+gone on this host is stale and is removed, with one line on stderr. Write errors
+that are the disk's fault (full, quota, file-size limit) become one-line
+GlagErrors naming the file; the temp is removed on every error path.
+"""
 import contextlib
+import errno
+import itertools
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
+from glag.data.errors import GlagError
+
+DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file-size limit (ulimit -f) was reached",
+             errno.EDQUOT: "the disk quota is exceeded"}
+_TEMP = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9_.-]+)\.[a-z0-9_]+\.tmp$")
+
 
 @contextlib.contextmanager
-def atomic_file(path):
+def atomic_file(path, need_bytes=None):
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds.
 
     The temp file sits in the same folder so the final `os.replace` is atomic
-    (same filesystem). On any exception the temp file is removed.
+    (same filesystem). On any exception the temp file is removed; a disk-full
+    error becomes a GlagError naming `path` (and `need_bytes`, when known).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    made = _make_folders(path)
+    remove_stale_temps(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        _remove_empty(made)
+        raise write_error(path, e, need_bytes) from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should read like any new file
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_empty(made)
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            raise write_error(path, e, need_bytes) from None
         raise
 
 
@@ -31,19 +59,131 @@ def atomic_file(path):
 def atomic_dir(path, overwrite=False):
     """Yield a temp folder beside `path`; it becomes `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    made = _make_folders(path)
+    remove_stale_temps(path.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        _remove_empty(made)
+        raise write_error(path, e) from None
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder should read like any new folder
         if path.exists() and overwrite:
             shutil.rmtree(path)
         os.rename(tmp, path)  # fails if another writer got there first: never merge two runs
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            inside = Path(e.filename) if e.filename else None
+            name = path / inside.relative_to(tmp) if inside and inside.is_relative_to(tmp) else path
+            raise write_error(name, e) from None
         raise
 
 
+def write_error(path, exc: OSError, need_bytes=None, written=None) -> GlagError:
+    """The one-line message for a failed write of `path`: what went wrong and, for a full disk, the bytes
+    it needed (`need_bytes` when known in advance, else more than `written`)."""
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return GlagError(f"{path}: permission denied writing there ({exc.strerror or exc}); make "
+                         f"{Path(path).parent} writable or write elsewhere (--out)")
+    if exc.errno not in DISK_FULL:
+        return GlagError(f"{path}: cannot be written ({exc.strerror or exc}); check {Path(path).parent} or "
+                         "write elsewhere (--out)")
+    need = f"it needs about {_size(need_bytes)}" if need_bytes else \
+        f"it needed more than {_size(written)}" if written else "its size is not known in advance"
+    return GlagError(f"{path}: not written, {DISK_FULL[exc.errno]} ({need}); free space (or raise the limit) "
+                     "and rerun")
+
+
+def _size(n) -> str:
+    n = int(n)
+    if n < 2 ** 20:
+        return f"{n:,} bytes"
+    return f"{n:,} bytes ({n / 2 ** 30:.2f} GiB)" if n >= 2 ** 30 else f"{n:,} bytes ({n / 2 ** 20:.1f} MiB)"
+
+
+def _make_folders(path: Path) -> list:
+    """Create the folders up to `path`'s parent; returns those it created, deepest first."""
+    made = list(itertools.takewhile(lambda p: not p.exists(), [path.parent, *path.parent.parents]))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return made
+
+
+def _remove_empty(folders: list) -> None:
+    """A failed write leaves no folder behind that it created (and that nobody else filled meanwhile)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _temp_prefix(path: Path) -> str:
+    """.<name>.<pid>@<host>. : enough for a later writer to tell whether the temp's process is still alive."""
+    return f".{path.name}.{os.getpid()}@{_host()}."
+
+
+def target_of(temp) -> Path:
+    """The path a temp file or folder of this module becomes (itself if it is not one)."""
+    temp = Path(temp)
+    m = _TEMP.match(temp.name)
+    return temp.with_name(temp.name[1:m.start("pid") - 1]) if m else temp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temps(folder) -> list:
+    """Remove the temp files and folders in `folder` left by killed writers on this host; say so on stderr.
+
+    A temp is stale when the process named in it no longer exists. Temps of other hosts
+    (a shared filesystem) are left alone: their processes cannot be checked from here.
+    Returns the names removed.
+    """
+    host, removed = _host(), []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP.match(entry.name)
+        if m is None or m["host"] != host or _alive(int(m["pid"])):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(entry.name)
+        except FileNotFoundError:
+            pass            # another process cleaned it first
+        except OSError:
+            continue        # not ours to remove (permissions): leave it
+    if removed:
+        print(f"removed {len(removed)} temp file(s) of killed processes from {folder}: {', '.join(sorted(removed))}",
+              file=sys.stderr)
+    return removed
+
+
 def _umask() -> int:
+    """The process umask; read from /proc where possible, since setting it to read it races with threads."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -12,20 +12,22 @@ Layout (DESIGN.md §3, documented in docs/formats.md):
         float16 or float32; attrs views (V), dtype   [schema 2 only, optional]
 
 `BankWriter` streams rows in, hashes them as they arrive and renames the temp
-file onto the bank only on success. `Bank` opens read-only (many readers at
-once are fine), validates structure on open and reads whole splits or chunks.
+file onto the bank only on success; every numeric dataset carries Fletcher-32
+checksums (banks from before them still open). `Bank` opens read-only (many
+readers at once are fine), validates structure on open (`glag.data.validate`
+checks the numbers, `glag.data.verify` the fingerprint) and reads whole splits
+or chunks; a read that fails its checksum is a one-line GlagError.
 Schema 2 added the augmented views of the train split; a schema-1 file is a
 schema-2 file without views, so `Bank` reads both.
 """
-import hashlib
 import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from glag.data.errors import GlagError
-from glag.data.h5writer import AtomicH5Writer
+from glag.data.errors import GlagError, open_error, read_error
+from glag.data.h5writer import CHECKSUM, AtomicH5Writer, checked, fingerprint
 from glag.data.provenance import code_version, config_json, now
 
 SCHEMA = "glag-bank/2"
@@ -38,6 +40,8 @@ VIEW_FIELDS = ("features", "logits")
 VIEW_DTYPES = ("float16", "float32")
 REQUIRED_ATTRS = ("schema", "dataset", "backbone", "loss", "feature_dim", "num_classes", "config",
                   "created", "code_version", "fingerprint")
+REQUIRED_SPLITS = ("train", "test")
+REBUILD = "rebuild it with `make features`"
 
 
 class BankWriter(AtomicH5Writer):
@@ -51,7 +55,7 @@ class BankWriter(AtomicH5Writer):
     """
 
     def __init__(self, path, *, dataset, backbone, loss, class_names, train_counts, feature_dim, config,
-                 views=0, views_dtype="float16", views_logits=True):
+                 views=0, views_dtype="float16", views_logits=True, need_bytes=None):
         self.path, self.D, self.C = Path(path), int(feature_dim), len(class_names)
         if len(train_counts) != self.C:
             raise GlagError(f"{path}: {len(train_counts)} train counts for {self.C} classes")
@@ -59,20 +63,14 @@ class BankWriter(AtomicH5Writer):
             raise ValueError(f"views {views} (>= 0) of dtype {views_dtype!r}; choose the dtype from {VIEW_DTYPES}")
         self.views, self.views_dtype, self.views_logits = int(views), np.dtype(views_dtype), bool(views_logits)
         self._view_pos = 0  # view rows written so far, over all views: view v holds [v N, (v + 1) N)
-        super().__init__(self.path)
-        self._hash = {}
+        super().__init__(self.path, need_bytes)
         self.h5.attrs.update(schema=SCHEMA, dataset=dataset, backbone=backbone, loss=loss,
                              feature_dim=self.D, num_classes=self.C, config=config_json(config),
                              created=now(), code_version=code_version(), complete=False)
         names = np.asarray([str(n) for n in class_names], dtype=h5py.string_dtype())
         self.h5.create_dataset("classes/names", data=names)
-        self.h5.create_dataset("classes/train_counts", data=np.asarray(train_counts, dtype=np.int64))
+        self.h5.create_dataset("classes/train_counts", data=np.asarray(train_counts, dtype=np.int64), **CHECKSUM)
         self._digest("classes", names.astype(str).tobytes(), np.asarray(train_counts, np.int64).tobytes())
-
-    def _digest(self, key, *chunks):
-        h = self._hash.setdefault(key, hashlib.sha256())
-        for c in chunks:
-            h.update(c)
 
     def _split(self, split):
         if split in self.h5:
@@ -81,10 +79,11 @@ class BankWriter(AtomicH5Writer):
         shapes = {"features": (self.D,), "labels": (), "logits": (self.C,), "index": ()}
         for name, dtype in zip(FIELDS, (np.float32, np.int64, np.float32, np.int64)):
             tail = shapes[name]
-            g.create_dataset(name, shape=(0,) + tail, maxshape=(None,) + tail, dtype=dtype,
+            g.create_dataset(name, shape=(0,) + tail, maxshape=(None,) + tail, dtype=dtype, **CHECKSUM,
                              chunks=(min(CHUNK_ROWS, max(1, 2 ** 22 // (4 * max(1, *tail, 1)))),) + tail)
         return g
 
+    @checked
     def add_rows(self, split, features, labels, logits, index):
         """Append rows: features (n, D), labels (n,), logits (n, C), index (n,)."""
         if split not in SPLITS:
@@ -119,9 +118,11 @@ class BankWriter(AtomicH5Writer):
         for name, width in (("features", self.D), ("logits", self.C))[: 2 if self.views_logits else 1]:
             # one view per chunk, <= 4 MiB: a reader of the first k views touches only those
             rows = min(CHUNK_ROWS, max(1, N), max(1, 2 ** 22 // (self.views_dtype.itemsize * width)))
-            g.create_dataset(name, shape=(self.views, N, width), dtype=self.views_dtype, chunks=(1, rows, width))
+            g.create_dataset(name, shape=(self.views, N, width), dtype=self.views_dtype, chunks=(1, rows, width),
+                             **CHECKSUM)
         return g
 
+    @checked
     def add_view_rows(self, view, features, logits=None):
         """Append rows of augmented view `view` of the train split, in the train split's row order.
 
@@ -152,14 +153,16 @@ class BankWriter(AtomicH5Writer):
             self._digest(f"{VIEWS}/{name}", stored.tobytes())
         self._view_pos = pos + n
 
+    @checked
     def set_head(self, weight, bias):
         w, b = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
         if w.shape != (self.C, self.D) or b.shape != (self.C,):
             raise ValueError(f"head shapes {w.shape}, {b.shape}; expected ({self.C}, {self.D}), ({self.C},)")
-        self.h5.create_dataset("stage1/classifier/weight", data=w)
-        self.h5.create_dataset("stage1/classifier/bias", data=b)
+        self.h5.create_dataset("stage1/classifier/weight", data=w, **CHECKSUM)
+        self.h5.create_dataset("stage1/classifier/bias", data=b, **CHECKSUM)
         self._digest("head", w.tobytes(), b.tobytes())
 
+    @checked
     def set_metrics(self, metrics: dict):
         self.h5.require_group("stage1").attrs["metrics"] = json.dumps(metrics, sort_keys=True)
 
@@ -172,10 +175,7 @@ class BankWriter(AtomicH5Writer):
         if missing:
             self.abort()
             raise GlagError(f"{self.path}: bank not written, missing {missing}")
-        total = hashlib.sha256()
-        for key in sorted(self._hash):
-            total.update(key.encode() + self._hash[key].digest())
-        self.h5.attrs["fingerprint"] = total.hexdigest()[:32]
+        self.h5.attrs["fingerprint"] = fingerprint(self._hash)
         self._finish()
 
 
@@ -195,56 +195,82 @@ class Bank:
         try:
             self.h5 = h5py.File(self.path, "r", locking=False)
         except OSError as e:
-            raise GlagError(f"{self.path}: not a readable HDF5 file ({e.__class__.__name__}); "
-                            "it is truncated or not a bank, delete it and rerun `make features`") from None
-        self._validate()
+            raise open_error(self.path, e, "feature bank", "rerun `make features`") from None
+        try:
+            self._validate()
+        except BaseException:
+            self.h5.close()
+            raise
         a = self.h5.attrs
         self.fingerprint, self.config = str(a["fingerprint"]), json.loads(a["config"])
         self.dataset, self.backbone, self.loss = str(a["dataset"]), str(a["backbone"]), str(a["loss"])
         self.num_classes, self.feature_dim = int(a["num_classes"]), int(a["feature_dim"])
-        self.class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in self.h5["classes/names"][:]]
-        self.train_counts = self.h5["classes/train_counts"][:]
+        self.class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in self.read("classes/names")]
+        self.train_counts = self.read("classes/train_counts")
         self.splits = tuple(s for s in SPLITS if s in self.h5)
         g = self.h5.get(VIEWS)
         self.views = int(g.attrs["views"]) if g is not None else 0
         self.views_dtype = str(g.attrs["dtype"]) if g is not None else None
         self.has_view_logits = g is not None and "logits" in g
 
+    def read(self, name: str, selection=()):
+        """`self.h5[name][selection]`; a failed read (checksum mismatch, I/O error) is a one-line GlagError."""
+        try:
+            return self.h5[name][selection]
+        except OSError as e:
+            raise read_error(self.path, name, e, REBUILD) from None
+
     def _validate(self):
         a = self.h5.attrs
         schema = a.get("schema")
         if schema not in READABLE:
-            self.h5.close()
             raise GlagError(f"{self.path}: schema {schema!r}, this GLAG reads {' and '.join(map(repr, READABLE))}; "
                             "rebuild the bank with this version's `make features`")
         missing = [k for k in REQUIRED_ATTRS if k not in a]
         if missing or not a.get("complete", False):
-            self.h5.close()
             raise GlagError(f"{self.path}: incomplete bank (missing {missing or 'completion mark'}); "
                             "delete it and rerun `make features`")
         C, D = int(a["num_classes"]), int(a["feature_dim"])
-        for split in (s for s in SPLITS if s in self.h5):
-            g = self.h5[split]
-            n = g["labels"].shape[0]
-            shapes = {"features": (n, D), "labels": (n,), "logits": (n, C), "index": (n,)}
-            bad = [f for f, shp in shapes.items() if f not in g or g[f].shape != shp]
-            if bad:
-                self.h5.close()
-                raise GlagError(f"{self.path}: {split}/{bad} have wrong shapes; the bank is damaged, rebuild it")
+        shapes = {"classes/names": (C,), "classes/train_counts": (C,), "stage1/classifier/weight": (C, D),
+                  "stage1/classifier/bias": (C,)}
+        for split in dict.fromkeys(REQUIRED_SPLITS + tuple(s for s in SPLITS if s in self.h5)):
+            n = self.h5[f"{split}/labels"].shape[0] if f"{split}/labels" in self.h5 else None
+            shapes.update({f"{split}/features": (n, D), f"{split}/labels": (n,), f"{split}/logits": (n, C),
+                           f"{split}/index": (n,)})
+        self._check_shapes(shapes, f"num_classes {C}, feature_dim {D}")
         if VIEWS in self.h5:
             self._validate_views(C, D)
+
+    def _check_shapes(self, shapes: dict, context: str):
+        """Name the first missing dataset, else the first of the wrong shape (None in a shape: any length)."""
+        missing = [name for name in shapes if name not in self.h5 or not isinstance(self.h5[name], h5py.Dataset)]
+        if missing:
+            raise GlagError(f"{self.path}: dataset {', '.join(missing)} missing inside the bank; the file was damaged "
+                            f"after it was written: {REBUILD}")
+        for name, want in shapes.items():
+            got = self.h5[name].shape
+            if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+                raise GlagError(f"{self.path}: {name} has shape {got}, expected {tuple(want)} ({context}); "
+                                f"the bank is damaged: {REBUILD}")
 
     def _validate_views(self, C, D):
         """train_views: (V, N_train, D) features, optional (V, N_train, C) logits, all of the group's dtype."""
         g = self.h5[VIEWS]
         V, dtype = int(g.attrs.get("views", 0)), g.attrs.get("dtype")
-        N = self.h5["train/labels"].shape[0] if "train" in self.h5 else -1
+        N = self.h5["train/labels"].shape[0]
+        fix = f"re-dump it with `glag-extract --dump-only --views {max(V, 1)} --out {self.path}`"
+        if V < 1 or dtype not in VIEW_DTYPES:
+            raise GlagError(f"{self.path}: {VIEWS} has views {V}, dtype {dtype!r} (expected >= 1 of "
+                            f"{list(VIEW_DTYPES)}); the bank is damaged: {fix}")
+        unknown = [f for f in g if f not in VIEW_FIELDS]
+        if "features" not in g or unknown:
+            raise GlagError(f"{self.path}: {VIEWS} holds {sorted(g)}, expected features (and logits); "
+                            f"the bank is damaged: {fix}")
         shapes = {"features": (V, N, D), "logits": (V, N, C)}
-        bad = [f for f in g if f not in shapes or g[f].shape != shapes[f] or g[f].dtype.name != dtype]
-        if V < 1 or dtype not in VIEW_DTYPES or "features" not in g or bad:
-            self.h5.close()
-            raise GlagError(f"{self.path}: {VIEWS}/{bad or ['features']} have wrong shapes or dtypes (views {V}, "
-                            f"dtype {dtype!r}, {N} train rows); the bank is damaged, re-dump it with --dump-only")
+        for f in g:
+            if g[f].shape != shapes[f] or g[f].dtype.name != dtype:
+                raise GlagError(f"{self.path}: {VIEWS}/{f} is {g[f].shape} {g[f].dtype.name}, expected {shapes[f]} "
+                                f"{dtype} (views {V}, {N} train rows); the bank is damaged: {fix}")
 
     def rows(self, split) -> int:
         return self.h5[self._need(split)]["labels"].shape[0]
@@ -256,23 +282,24 @@ class Bank:
 
     def load(self, split, fields=("features", "labels")) -> dict:
         """Whole split in memory: {field: array}."""
-        g = self.h5[self._need(split)]
-        return {f: g[f][:] for f in fields}
+        split = self._need(split)
+        return {f: self.read(f"{split}/{f}") for f in fields}
 
     def iter_chunks(self, split, fields=("features", "labels"), chunk_rows=CHUNK_ROWS):
         """Yield (start, {field: array}) over a split, `chunk_rows` rows at a time."""
-        g, n = self.h5[self._need(split)], self.rows(split)
+        n = self.rows(split)
         for start in range(0, n, chunk_rows):
-            yield start, {f: g[f][start:start + chunk_rows] for f in fields}
+            yield start, {f: self.read(f"{split}/{f}", slice(start, start + chunk_rows)) for f in fields}
 
     def iter_view_chunks(self, view: int, chunk_rows=CHUNK_ROWS):
         """Yield (start, {"features": (n, D) float32, "labels": (n,)}) over augmented view `view` of the train
         split (its rows are the train rows' copies, so the labels are theirs)."""
         self._view_request(("features",), view + 1)
-        d, labels, n = self.h5[VIEWS]["features"], self.h5["train"]["labels"], self.rows("train")
+        n, name = self.rows("train"), f"{VIEWS}/features"
         for start in range(0, n, chunk_rows):
-            yield start, {"features": d[view, start:start + chunk_rows].astype(np.float32),
-                          "labels": labels[start:start + chunk_rows]}
+            rows = slice(start, start + chunk_rows)
+            yield start, {"features": self.read(name, (view, rows)).astype(np.float32),
+                          "labels": self.read("train/labels", rows)}
 
     def _view_request(self, fields, count):
         """Check a request for views; returns (fields, count) with count resolved."""
@@ -301,10 +328,10 @@ class Bank:
         fields, count = self._view_request(fields, count)
         out = {}
         for f in fields:
-            d = self.h5[VIEWS][f]
-            out[f] = np.empty((count,) + d.shape[1:], np.float32)
+            name = f"{VIEWS}/{f}"
+            out[f] = np.empty((count,) + self.h5[name].shape[1:], np.float32)
             for v in range(count):   # one stored view at a time: the float16 copy stays small
-                out[f][v] = d[v]
+                out[f][v] = self.read(name, v)
         return out
 
     def view_bytes(self, count=None, fields=VIEW_FIELDS) -> int:
@@ -316,7 +343,7 @@ class Bank:
     @property
     def head(self):
         """Stage-one classifier: weight (C, D), bias (C,)."""
-        return self.h5["stage1/classifier/weight"][:], self.h5["stage1/classifier/bias"][:]
+        return self.read("stage1/classifier/weight"), self.read("stage1/classifier/bias")
 
     @property
     def metrics(self) -> dict:

@@ -16,8 +16,10 @@ def friendly_errors(fn):
     environment (disk full, permission denied, a missing file) that names its file. Other errors are bugs
     and keep their traceback."""
     import errno
-    disk = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-    named = disk + (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS)
+    free, perms = "free space (or raise the file-size limit) and rerun", "check its permissions or use another path"
+    disk = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)    # one line even when the error names no file
+    advice = {errno.ENOSPC: free, errno.EFBIG: free, errno.EDQUOT: free, errno.EACCES: perms, errno.EPERM: perms,
+              errno.EROFS: perms, errno.ENOENT: "check the path"}
 
     def own_message(text: str) -> str:
         # torch re-raises a worker's error as "Caught GlagError in DataLoader worker process 0.
@@ -34,11 +36,10 @@ def friendly_errors(fn):
         except GlagError as e:
             raise click.ClickException(own_message(str(e))) from None
         except OSError as e:
-            if not (e.errno in disk or (e.errno in named and e.filename)):
+            if not (e.errno in disk or (e.errno in advice and e.filename)):
                 raise
             where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}; fix that (free space, permissions) and rerun") \
-                from None
+            raise click.ClickException(f"{where}{e.strerror or e}; {advice[e.errno]}") from None
         except KeyboardInterrupt:
             click.echo("interrupted; outputs were not written (rerun to resume)", err=True)
             sys.exit(130)

@@ -4,6 +4,7 @@ Everything in the file is a tensor, number, string or plain container, so
 `torch.load(..., weights_only=True)` reads it; the config travels as JSON text
 and RNG states as uint8 tensors.
 """
+import io
 import json
 import pickle
 
@@ -45,8 +46,12 @@ def save_checkpoint(path, *, model, optimizer, scheduler, epoch: int, cfg: dict,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    # serialised in memory, then written in one go: a full disk is then an OSError naming the file (one
+    # line), where torch.save streaming into the file fails inside its zip writer with a traceback
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_file(path, need_bytes=buffer.getbuffer().nbytes) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
     with atomic_file(history_path(path)) as tmp:
         tmp.write_text(history + "\n")
 

@@ -102,7 +102,9 @@ def dump_bank(model, data, splits: dict, cfg: dict, ctx, out, log=print, history
     writer = (BankWriter(out, dataset=data.name, backbone=cfg["backbone"], loss=cfg["loss"],
                          class_names=data.class_names, train_counts=data.train_counts,
                          feature_dim=model.feature_dim, config=cfg, views=cfg.get("views", 0),
-                         views_dtype=cfg.get("views_dtype", "float16"), views_logits=cfg.get("views_logits", True))
+                         views_dtype=cfg.get("views_dtype", "float16"), views_logits=cfg.get("views_logits", True),
+                         need_bytes=bank_bytes(cfg, model.feature_dim, data.num_classes,
+                                               {n: len(s) for n, s in splits.items()})[0])
               if ctx.main else None)
     # the training curve travels with the bank: its stage-one metrics hold every epoch's record
     metrics = {"groups_rule": cfg["groups"], "groups": groups.tolist(), "history": list(history)}

@@ -61,8 +61,17 @@ def split_batches(rows: torch.Tensor, batch_size: int, drop_last: bool) -> list:
     return batches
 
 
+class _Failed:
+    """An item that could not be decoded, returned instead of raising: a GlagError raised in a DataLoader
+    worker reaches the user wrapped in the worker's traceback, so the message travels as data and is
+    raised in the main process (`Images.batches`), the same with or without workers."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 class _Files(torch.utils.data.Dataset):
-    """Decodes one image file per item, resized to `size`: (size, size, C) uint8 tensor."""
+    """Decodes one image file per item, resized to `size`: (size, size, C) uint8 tensor, or a _Failed."""
 
     def __init__(self, paths, channels: int, size: int):
         self.paths, self.channels, self.size = paths, channels, size
@@ -74,13 +83,16 @@ class _Files(torch.utils.data.Dataset):
         from glag.data.images import decode_image   # Pillow only where files are read
         try:
             img = decode_image(self.paths[i], self.channels, size=self.size)
+        except GlagError as e:
+            return _Failed(str(e))
         except OSError as e:
-            raise GlagError(f"{self.paths[i]}: cannot decode image ({e}); remove or replace it") from None
+            return _Failed(f"{self.paths[i]}: cannot decode image ({e}); remove or replace it")
         return torch.from_numpy(np.array(img))  # a writable copy (Pillow arrays are read-only)
 
 
 def _stack(items):
-    return torch.stack(items)
+    failed = [item for item in items if isinstance(item, _Failed)]
+    return failed[0] if failed else torch.stack(items)
 
 
 class Images:
@@ -125,6 +137,8 @@ class Images:
                                              num_workers=self.workers, collate_fn=_stack,
                                              persistent_workers=False)
         for rows, images in zip(batches, loader):
+            if isinstance(images, _Failed):
+                raise GlagError(images.message)
             yield images, self.labels[rows], self.index[rows]
 
     def preload(self, limit_mb: float, progress=None) -> bool:

@@ -77,7 +77,7 @@ def train_chunks(bank, moments_from: str):
         return bank.iter_chunks("train"), bank.train_counts
     if moments_from != "views":
         raise GlagError(f"--moments-from {moments_from!r}: choose from {list(MOMENTS_FROM)}")
-    V, n = getattr(bank, "views", 0), bank.rows("train")
+    V, n = getattr(bank, "views", 0), int(np.asarray(bank.train_counts).sum())
     if not V:
         raise GlagError(f"--moments-from views: {bank.path} has no augmented views; add them with "
                         f"`glag-extract --dump-only --views V --out {bank.path}`, or use --moments-from base")
@@ -131,7 +131,7 @@ class AdaptiveFeatureGenerator:
         chunks, counts = train_chunks(bank, self.cfg.get("moments_from", "base"))
         self.moments = class_moments(chunks, counts, self.cfg["tukey"], where=str(bank.path), n_jobs=self.cfg["jobs"],
                                      progress=progress)
-        n = bank.rows("train")
+        n = int(np.asarray(bank.train_counts).sum())                   # the train rows
         self.moments.index = [i % n for i in self.moments.index]      # a view's row stands for its train row
         t1 = time.perf_counter()
         tail_classes = np.flatnonzero(self.tail)

@@ -12,7 +12,8 @@ from glag.data.options import Beta, Device, NonNegative, Positive
 from glag.data.store import DTYPES
 from glag.generate.afg import MOMENTS_FROM, AdaptiveFeatureGenerator
 from glag.generate.tail import TAIL_RULES
-from glag.generate.writer import announce, check_disk, default_out, is_current, planned_bytes, write_latest, write_store
+from glag.generate.writer import (announce, check_disk, default_out, is_current, planned_bytes, warn_without_val,
+                                  write_latest, write_store)
 
 
 @click.command()
@@ -80,6 +81,7 @@ def run(bank, cfg: dict, dry_run=False, force=False):
     cfg["out"] = str(out)
     rows, size = planned_bytes(need, tail, bank.train_counts, cfg, bank.feature_dim)
     announce(out, rows, size, need, tail)
+    warn_without_val(bank)
     if not tail.any():
         click.echo(f"no class is a tail class by --tail {cfg['tail']} (smallest class: "
                    f"{int(min(c for c in bank.train_counts if c > 0))} images): nothing is calibrated; every class "

@@ -1,7 +1,8 @@
 """Class moments (paper Eq. 5-6) streamed from a feature bank.
 
 One pass over the bank's train split, chunk by chunk: every chunk is checked
-(finite; non-negative when the Tukey power is fractional), transformed
+(finite; non-negative when the Tukey power is fractional; labels in range: the
+shared checks of `glag.data.validate`), transformed
 (Tukey's ladder of powers, `glag.data.tukey`) and copied into per-class row
 buffers; the bank is never loaded whole. After the pass, each class's mean is
 summed in float64 and its rows are centred on it (classes in parallel). The covariance of Eq. 6 is never formed: it is
@@ -19,6 +20,7 @@ import torch
 
 from glag.data.errors import GlagError
 from glag.data.tukey import tukey_transform_
+from glag.data.validate import check_counts, check_labels, check_rows
 from glag.generate.parallel import ordered_map, parallel_classes
 
 
@@ -50,31 +52,16 @@ class ClassMoments:
         return xc.T @ xc / max(len(xc) - 1, 1)                                    # Eq. (6)
 
 
-def check_features(x: np.ndarray, lam: float, where: str):
-    """Refuse rows the transform cannot take; `where` names the file for the message.
-
-    One min/max pass finds all three faults: a NaN makes both NaN, an Inf is an extreme,
-    and a negative value is the minimum."""
-    if x.size == 0:
-        return
-    own = x if x.flags.writeable and x.flags.c_contiguous else np.array(x)   # torch wants a writable buffer
-    lo, hi = (float(v) for v in torch.aminmax(torch.from_numpy(own)))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise GlagError(f"{where}: NaN or Inf in the train features; the bank is unusable, "
-                        "rebuild it with `make features` (the backbone diverged)")
-    fractional = lam != 1 and (lam == 0 or lam != int(lam))
-    if fractional and lo < 0:
-        raise GlagError(f"{where}: negative features (min {lo:.3g}) cannot take Tukey lambda {lam}; "
-                        "use --tukey 1 (no transform) or a bank of post-ReLU features")
+WHAT = "the train features"   # what the moments read, for the messages (views included, if pooled)
+NO_POWER = "use --tukey 1 (no transform) or a bank of post-ReLU features"
 
 
 def _prepare(item, lam: float, where: str, C: int):
     """One chunk checked, transformed and grouped by class (runs in a worker thread)."""
     start, chunk = item
     x, labels = np.asarray(chunk["features"], np.float32), np.asarray(chunk["labels"], np.int64)
-    if len(labels) and (labels.min() < 0 or labels.max() >= C):
-        raise GlagError(f"{where}: train label {int(labels.max())} outside 0..{C - 1}; the bank is damaged")
-    check_features(x, lam, where)
+    check_labels(labels, C, where, "train/labels", start)
+    check_rows(x, where, WHAT, start, lam, NO_POWER)
     order = np.argsort(labels, kind="stable")
     lab = labels[order]
     starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]) if len(lab) else np.zeros(0, np.int64)
@@ -93,8 +80,8 @@ class _ClassRows:
     factor and frees them.
     """
 
-    def __init__(self, counts: np.ndarray, dim: int):
-        self.counts, self.alone = counts, counts > dim
+    def __init__(self, counts: np.ndarray, dim: int, where: str):
+        self.counts, self.alone, self.where = counts, counts > dim, where
         shared = np.where(self.alone, 0, counts)
         self.offset = np.r_[0, np.cumsum(shared)[:-1]]                     # into self.shared
         # torch.empty, not np.empty: numpy asks for transparent huge pages on arrays >= 4 MB, and on a
@@ -112,9 +99,9 @@ class _ClassRows:
         classes, starts, ends = (np.asarray(v, np.int64) for v in (classes, starts, ends))
         lengths = ends - starts
         if (self.fill[classes] + lengths > self.counts[classes]).any():
-            k = int(classes[np.argmax(self.fill[classes] + lengths > self.counts[classes])])
-            raise GlagError(f"class {k} has more train rows than classes/train_counts says ({self.counts[k]}); "
-                            "the bank is inconsistent, rebuild it")
+            found = self.fill.copy()
+            found[classes] += lengths
+            check_counts(found, self.counts, self.where, at_least=True)
         label = np.repeat(classes, lengths)
         slot = np.repeat(self.fill[classes] - starts, lengths) + np.arange(len(x))   # position in its class
         self.rows[self.first[label] + slot] = rows
@@ -157,17 +144,13 @@ def class_moments(chunks, counts, lam: float = 0.5, where: str = "bank", n_jobs:
     placed = None
     for prepared in ordered_map(lambda item: _prepare(item, lam, where, C), chunks, n_jobs):
         if placed is None:
-            placed = _ClassRows(counts, prepared[0].shape[1])
+            placed = _ClassRows(counts, prepared[0].shape[1], where)
         placed.place(prepared)
         if progress is not None:
             progress(int(placed.fill.sum()))
     if placed is None or placed.fill.sum() == 0:
         raise GlagError(f"{where}: the train split is empty; rebuild the bank")
-    fill = placed.fill
-    if (fill != counts).any():
-        k = int(np.flatnonzero(fill != counts)[0])
-        raise GlagError(f"{where}: class {k} has {fill[k]} train rows but classes/train_counts says {counts[k]}; "
-                        "the bank is inconsistent, rebuild it")
+    check_counts(placed.fill, counts, where)
     buffers, index = [torch.from_numpy(b) for b in placed.buffers()], placed.index()
     del placed
     means = torch.zeros((C, buffers[0].shape[1]), dtype=torch.float64)

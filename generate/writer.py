@@ -84,17 +84,26 @@ def write_store(afg, bank, out: Path, cfg: dict, quiet: bool = False):
     """Draw every generation epoch and write it as one block of the store."""
     sup, epochs = afg.supports, cfg["epochs"]
     total, done, started, last = int(afg.need.sum()) * epochs, 0, time.time(), 0.0
+    _, size = planned_bytes(afg.need, afg.tail, bank.train_counts, cfg, afg.moments.feature_dim)
     with StoreWriter(out, bank=bank, feature_dim=afg.moments.feature_dim, dtype=cfg["dtype"],
-                     meta=store_meta(cfg, afg.need), config=cfg) as w:
+                     meta=store_meta(cfg, afg.need), config=cfg, need_bytes=size) as w:
         w.set_supports(sup.tail_classes, sup.source, sup.classes, sup.weights)
         for epoch in range(epochs):
             for rows in afg.batches(epoch):
                 w.add_rows(rows["a"], rows["d"], rows["label"], rows["source"])
                 done += len(rows["label"])
                 if not quiet and (time.time() - last > 2 or done == total):
-                    echo_progress(done, total, started, "rows", f"epoch {epoch}/{epochs}")
+                    echo_progress(done, total, started, "rows", f"epoch {epoch + 1}/{epochs}")
                     last = time.time()
             w.end_epoch()
+
+
+def warn_without_val(bank) -> None:
+    """Stage two's adaptive beta (AD, on in `--method glag`) tunes beta on the bank's val split: a bank
+    without one gets a warning (not an error: a store serves fixed-beta runs too)."""
+    if "val" not in getattr(bank, "splits", ("val",)):
+        click.echo(f"warning: {bank.path} has no val split, which stage two's adaptive beta (AD) needs: run "
+                   "`glag-classify run` with --no-ad, or rebuild the bank with a val split", err=True)
 
 
 def write_latest(out: Path, bank, cfg: dict):

@@ -75,7 +75,7 @@ def test_damaged_shapes_refused(tmp_path):
     with h5py.File(path, "r+") as f:
         del f["val/logits"]
         f["val/logits"] = np.zeros((3, 6), np.float32)
-    with pytest.raises(GlagError, match="wrong shapes"):
+    with pytest.raises(GlagError, match="val/logits has shape"):
         Bank(path)
 
 
@@ -197,3 +197,122 @@ def test_damaged_view_shapes_refused(tmp_path):
         f["train_views"].attrs["views"] = 3
     with pytest.raises(GlagError, match="train_views"):
         Bank(path)
+
+
+# ---- checksums, damage and permission messages, the validation cache, glag-verify ---------------
+
+def test_every_numeric_dataset_carries_a_checksum(tmp_path):
+    path, _, _ = write_viewed_bank(tmp_path / "b.h5")
+    with h5py.File(path, "r") as f:
+        numeric = []
+        f.visititems(lambda name, obj: numeric.append(obj) if isinstance(obj, h5py.Dataset)
+                     and obj.dtype.kind in "fiu" else None)
+        assert len(numeric) >= 12 and all(d.fletcher32 for d in numeric)
+
+
+def test_a_bank_without_checksums_still_opens_and_verifies(tmp_path, monkeypatch):
+    from glag.data import bank as bank_module
+    from glag.data.verify import verify
+    monkeypatch.setattr(bank_module, "CHECKSUM", {})          # as written before Fletcher-32
+    path = write_tiny_bank(tmp_path / "old.h5")
+    with h5py.File(path, "r") as f:
+        assert not f["train/features"].fletcher32
+    new = write_tiny_bank(tmp_path / "new.h5")
+    monkeypatch.undo()
+    with Bank(path) as old, Bank(new) as b:
+        assert old.fingerprint == b.fingerprint                   # same content, same fingerprint
+        assert np.array_equal(old.load("train")["features"], b.load("train")["features"])
+    assert verify(path) == ""
+
+
+def test_a_corrupted_chunk_is_one_line_naming_the_dataset(tmp_path):
+    path = write_tiny_bank(tmp_path / "b.h5")
+    with h5py.File(path, "r") as f:
+        at = f["val/features"].id.get_chunk_info(0).byte_offset + 8
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with Bank(path) as bank:
+        bank.load("train")                                         # other datasets read fine
+        with pytest.raises(GlagError, match="val/features is corrupted") as info:
+            bank.load("val")
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_permission_denied_never_says_delete(tmp_path, monkeypatch):
+    path = write_tiny_bank(tmp_path / "b.h5")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Unable to synchronously open file (errno = 13, error message = 'Permission denied')")
+    monkeypatch.setattr(h5py, "File", denied)
+    with pytest.raises(GlagError) as info:
+        Bank(path)
+    assert "permission denied" in str(info.value) and "delete" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["classes/train_counts", "train/index", "stage1/classifier/weight", "test/features"])
+def test_a_missing_dataset_is_named(name, tmp_path):
+    path = write_tiny_bank(tmp_path / "b.h5")
+    with h5py.File(path, "r+") as f:
+        del f[name]
+    with pytest.raises(GlagError, match=f"dataset {name} missing inside the bank"):
+        Bank(path)
+
+
+def test_a_full_disk_mid_write_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """HDF5 reports a failed write late and then crashes on close; the writer's sink must end it cleanly."""
+    import errno
+
+    from glag.data import h5writer
+
+    class Full:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, buf):
+            if self.file.tell() + len(buf) > 20000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(buf)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    real = h5writer._Sink.__init__
+
+    def small_disk(self, path):
+        real(self, path)
+        self.file = Full(self.file)
+    monkeypatch.setattr(h5writer._Sink, "__init__", small_disk)
+    with pytest.raises(GlagError, match="b.h5: not written, the disk is full") as info:
+        write_tiny_bank(tmp_path / "b.h5")
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []
+
+
+def test_validation_runs_once_per_bank_and_without_a_writable_folder(tmp_path, monkeypatch):
+    from glag.data import validate
+    path = write_tiny_bank(tmp_path / "b.h5")
+    scans = []
+    real = validate._scan_split
+    monkeypatch.setattr(validate, "_scan_split", lambda *a: scans.append(a[1]) or real(*a))
+    with Bank(path) as bank:
+        validate.validate_bank(bank, logits=("train",))
+        assert sorted(scans) == ["test", "train", "val"] and validate.cache_path(bank).is_file()
+        validate.validate_bank(bank, logits=("train",))           # cached: no second pass
+        assert len(scans) == 3
+        validate.cache_path(bank).unlink()
+        import tempfile
+        monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: (_ for _ in ()).throw(PermissionError(13, "denied")))
+        validate.validate_bank(bank)                                # a read-only bank folder: no cache, no error
+        assert not validate.cache_path(bank).exists() and len(scans) == 6
+
+
+def test_verify_finds_rows_altered_after_writing(tmp_path):
+    from glag.data.verify import verify
+    path = write_tiny_bank(tmp_path / "b.h5")
+    assert verify(path) == ""
+    with h5py.File(path, "r+") as f:
+        f["train/features"][3] = f["train/features"][3] + 1       # new checksums, old fingerprint attr
+    with Bank(path) as bank:
+        bank.load("train")                                         # readers do not notice ...
+    with pytest.raises(GlagError, match="does not match its fingerprint"):
+        verify(path)                                               # ... glag-verify does

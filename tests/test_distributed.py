@@ -28,4 +28,4 @@ def test_two_processes_write_one_complete_bank(tmp_path):
             np.testing.assert_array_equal(rows["labels"], getattr(data, split).labels)
             assert np.isfinite(rows["features"]).all()
         assert bank.metrics["test"]["overall"] is not None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.ckpt.pt", "bank.h5"]  # rank 0 wrote, once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.ckpt.pt", "bank.h5", "bank.history.json"]  # rank 0, once

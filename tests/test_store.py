@@ -1,3 +1,4 @@
+import h5py
 import numpy as np
 import pytest
 
@@ -59,3 +60,45 @@ def test_bad_dtype_named(tmp_path):
     bank = Bank(write_tiny_bank(tmp_path / "bank.h5"))
     with pytest.raises(GlagError, match="--dtype"):
         StoreWriter(tmp_path / "s.h5", bank=bank, feature_dim=8, dtype="int8", meta=META, config={})
+
+
+def test_store_fingerprint_follows_content_and_verifies(tmp_path):
+    from glag.data.verify import verify
+    bank = Bank(write_tiny_bank(tmp_path / "bank.h5"))
+    a, b = write_store(tmp_path / "a.h5", bank), write_store(tmp_path / "b.h5", bank)
+    c = write_store(tmp_path / "c.h5", bank, dtype="float16")
+    prints = [Store(p).attrs["fingerprint"] for p in (a, b, c)]
+    assert prints[0] == prints[1] != prints[2] and len(prints[0]) == 32
+    assert verify(a) == ""
+    with h5py.File(a, "r+") as f:
+        f["rows/label"][0] = 5
+    with pytest.raises(GlagError, match="does not match its fingerprint"):
+        verify(a)
+
+
+def test_a_store_from_before_fingerprints_is_read_whole(tmp_path):
+    from glag.data.verify import verify
+    bank = Bank(write_tiny_bank(tmp_path / "bank.h5"))
+    path = write_store(tmp_path / "s.h5", bank)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["fingerprint"]
+    assert "before fingerprints" in verify(path)
+
+
+@pytest.mark.parametrize("name", ["rows/a", "supports/weights", "epoch_offsets", "tail_classes"])
+def test_a_missing_store_dataset_is_named(name, tmp_path):
+    bank = Bank(write_tiny_bank(tmp_path / "bank.h5"))
+    path = write_store(tmp_path / "s.h5", bank)
+    with h5py.File(path, "r+") as f:
+        del f[name]
+    with pytest.raises(GlagError, match=f"dataset {name} missing inside the store"):
+        Store(path, bank)
+
+
+def test_offsets_that_do_not_cover_the_rows_are_refused(tmp_path):
+    bank = Bank(write_tiny_bank(tmp_path / "bank.h5"))
+    path = write_store(tmp_path / "s.h5", bank)
+    with h5py.File(path, "r+") as f:
+        f["epoch_offsets"][-1] = 99
+    with pytest.raises(GlagError, match="epoch_offsets"):
+        Store(path, bank)
