@@ -136,22 +136,23 @@ def test_classify_run_killed_then_rerun_equals_an_uninterrupted_run(point, class
 
 
 # ---------------------------------------------------------------- glag-extract (digits, 2 epochs)
-EXTRACT = ["--dataset", "digits", "--epochs", 2, "--threads", 1, "--no-current"]
+EXTRACT = ["--dataset", "digits", "--epochs", 4, "--threads", 1, "--no-current"]
 
 
 @pytest.mark.slow
 def test_extract_killed_while_writing_then_rerun_equals_an_uninterrupted_run(tmp_path):
-    """Killed with a temp file open after its first epoch (a checkpoint or the bank); the rerun resumes."""
+    """Killed right after its first epoch, often with a temp file open (a checkpoint or the bank; how often
+    depends on the machine's load, so the temp is required only when one was left); the rerun resumes."""
     ref, out = tmp_path / "ref" / "bank.h5", tmp_path / "killed" / "bank.h5"
     reference = Started("glag.extract.cli", *EXTRACT, "--out", ref, cwd=tmp_path)
     run = Started("glag.extract.cli", *EXTRACT, "--out", out, cwd=tmp_path)
-    assert run.kill_when(lambda: bool(temps(out.parent)) and run.saw(r"epoch 1"))
+    assert run.kill_when(lambda: run.saw(r"^epoch 1/") and (bool(temps(out.parent)) or run.saw(r"^epoch 2/")))
     left = temps(out.parent)
-    assert left and not out.exists()
+    assert not out.exists()
     rerun = Started("glag.extract.cli", *EXTRACT, "--out", out, cwd=tmp_path)
     for proc in (reference, rerun):
         assert proc.proc.wait(timeout=120) == 0, "".join(proc.lines)
-    assert rerun.saw(re.escape(STALE)), (left, "".join(rerun.lines))
+    assert rerun.saw(re.escape(STALE)) == bool(left), (left, "".join(rerun.lines))
     with h5py.File(ref, "r") as a, h5py.File(out, "r") as b:
         assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(p.name for p in ref.parent.iterdir())
