@@ -137,7 +137,9 @@ def resolve_auto(cfg: dict, bank, store) -> dict:
     out["groups"] = str(up.get("groups", "auto")) if cfg["groups"] == "bank" else cfg["groups"]
     if out["groups"] not in RULES:
         out["groups"] = "auto"  # a bank config from elsewhere may name a rule we do not know
-    out["views"] = views_to_use(bank, cfg["views"])
+    from .heads import HEADS
+    # post-hoc heads read the un-augmented rows only: their runs record (and hash) no views
+    out["views"] = views_to_use(bank, cfg["views"]) if HEADS[cfg["head"]].trainable else 0
     if cfg["device"] == AUTO:
         out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     out["bank"], out["bank_fingerprint"] = str(bank.path), bank.fingerprint

@@ -68,6 +68,8 @@ def test_crt_on_a_viewed_bank_uses_every_view_by_default_and_records_it(tmp_path
     assert cfg["views"] == 3
     res = invoke("run", "--bank", bank, "--method", "crt", "--epochs", 2, "--views", 0, "--run", "c0", "--no-plots")
     assert res.exit_code == 0 and json.loads((tmp_path / "stage2" / "c0" / "config.json").read_text())["cfg"]["views"] == 0
+    res = invoke("run", "--bank", bank, "--method", "tau_norm", "--run", "t", "--no-plots")
+    assert res.exit_code == 0 and json.loads((tmp_path / "stage2" / "t" / "config.json").read_text())["cfg"]["views"] == 0
 
 
 @pytest.mark.parametrize("args, msg", [(["--views", 5], "holds 3 augmented views"),
