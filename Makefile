@@ -24,7 +24,7 @@ DEMO   := runs/demo
 
 export GLAG_DATA ?= $(DATA)
 
-.PHONY: install demo test features generate classify reproduce bench bench-extract bench-generate bench-classify bench-crt-peer \
+.PHONY: install demo test features generate classify reproduce bench bench-extract bench-generate bench-classify bench-crt-peer bench-group bench-decode \
         data-cifar10 data-tiny-imagenet clean-runs
 
 install: $(VENV)/.installed
@@ -83,6 +83,13 @@ bench-classify: install
 # cRT the peer way (frozen backbone over the images every epoch) vs from the bank, CIFAR-10-LT JPEG.
 bench-crt-peer: install data-cifar10
 	$(BIN)/python bench/bench_crt_peer.py --data-root $(GLAG_DATA) $(ARGS)
+
+# Device benchmarks (issue 13): grouped stage-one steps and the GPU JPEG path; both run on CPU too.
+bench-group: install
+	$(BIN)/python bench/bench_group.py $(ARGS)
+
+bench-decode: install
+	$(BIN)/python bench/bench_decode.py $(ARGS)
 
 # Unpack the offline archives of ../shared/data into the data root (never into git).
 data-cifar10: $(GLAG_DATA)/cifar10-jpeg

@@ -3,7 +3,9 @@
 Images that fit in memory are indexed as one uint8 tensor (B, H, W, C) per
 batch; datasets listed as files (ImageNet-LT, iNat, folders) are decoded by a
 torch DataLoader with worker processes, or decoded once into memory when the
-whole split fits under --preload-mb. The order of each epoch is drawn from a
+whole split fits under --preload-mb. With decode="gpu" the workers only read the
+files' bytes and each batch is decoded and resized on the training device
+(glag.extract.gpu_decode; docs/stage-one.md). The order of each epoch is drawn from a
 torch.Generator seeded by (seed, epoch) alone, so a resumed run and every
 DDP rank see the same global order; each rank takes every world-th row of it
 (the DistributedSampler scheme, padded to a multiple of the world size).
@@ -90,9 +92,35 @@ class _Files(torch.utils.data.Dataset):
         return torch.from_numpy(np.array(img))  # a writable copy (Pillow arrays are read-only)
 
 
+class _Encoded(torch.utils.data.Dataset):
+    """One file's bytes per item, for the batched decoder: (path, bytes, gpu_decodable), or a _Failed."""
+
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from glag.extract.gpu_decode import read_encoded
+        try:
+            return read_encoded(self.paths[i])
+        except FileNotFoundError:          # the words of glag.data.images.decode_image, as on the CPU path
+            return _Failed(f"{self.paths[i]}: image file not found; the dataset's file list and its image root "
+                           "disagree (check the image-root option or re-extract the dataset)")
+        except OSError as e:
+            return _Failed(f"{self.paths[i]}: cannot read image file ({e}); remove or replace it")
+
+
 def _stack(items):
     failed = [item for item in items if isinstance(item, _Failed)]
     return failed[0] if failed else torch.stack(items)
+
+
+def _pack(items):
+    from glag.extract.gpu_decode import pack
+    failed = [item for item in items if isinstance(item, _Failed)]
+    return failed[0] if failed else pack(items)
 
 
 class Images:
@@ -103,14 +131,22 @@ class Images:
         channels: 1 or 3.
         size: side the images are decoded at (paths only).
         workers: DataLoader processes for files (0 = in this process).
+        decode: how files are decoded (resolved by glag.extract.gpu_decode.decode_mode): "cpu" =
+            Pillow in the workers; "gpu" = the workers read bytes, batches are decoded on `device`.
+        device: where "gpu" decodes, and where its batches come out (CUDA; the CPU in tests).
     """
 
-    def __init__(self, split: ImageSet, channels: int, size: int, workers: int = 0):
+    def __init__(self, split: ImageSet, channels: int, size: int, workers: int = 0, decode: str = "cpu",
+                 device="cpu"):
+        if decode not in ("cpu", "gpu"):
+            raise ValueError(f"decode must be 'cpu' or 'gpu' (see gpu_decode.decode_mode), got {decode!r}")
         self.labels = torch.as_tensor(split.labels)
         self.index = torch.as_tensor(split.index)
         self.images = None if split.images is None else torch.from_numpy(np.ascontiguousarray(split.images))
         self.files = None if split.paths is None else _Files(split.paths, channels, size)
         self.workers = workers
+        self.decode, self.decode_device = decode, torch.device(device)
+        self.decoded = {}                   # files taken by each decoder (decode="gpu"): {"gpu": n, "cpu": m}
 
     @property
     def device(self) -> torch.device:
@@ -127,11 +163,16 @@ class Images:
         return len(self.labels)
 
     def batches(self, batches: list):
-        """Yield (images (B, H, W, C) uint8, labels (B,), index (B,)) for each batch of positions."""
+        """Yield (images (B, H, W, C) uint8, labels (B,), index (B,)) for each batch of positions.
+
+        Images come on the CPU, or on `decode_device` when files are decoded there (decode="gpu")."""
         if self.images is not None:
             for rows in batches:
                 rows = rows.to(self.device)
                 yield self.images[rows], self.labels[rows], self.index[rows]
+            return
+        if self.decode == "gpu":
+            yield from self._decoded_batches(batches)
             return
         loader = torch.utils.data.DataLoader(self.files, batch_sampler=[b.tolist() for b in batches],
                                              num_workers=self.workers, collate_fn=_stack,
@@ -139,6 +180,20 @@ class Images:
         for rows, images in zip(batches, loader):
             if isinstance(images, _Failed):
                 raise GlagError(images.message)
+            yield images, self.labels[rows], self.index[rows]
+
+    def _decoded_batches(self, batches: list):
+        """decode="gpu": workers read the bytes (a DataLoader prefetches batches ahead), this process
+        decodes and resizes each batch on the device (glag.extract.gpu_decode.decode_batch)."""
+        from glag.extract.gpu_decode import decode_batch, unpack
+        loader = torch.utils.data.DataLoader(_Encoded(self.files.paths), batch_sampler=[b.tolist() for b in batches],
+                                             num_workers=self.workers, collate_fn=_pack,
+                                             persistent_workers=False)
+        for rows, packed in zip(batches, loader):
+            if isinstance(packed, _Failed):
+                raise GlagError(packed.message)
+            images = decode_batch(unpack(packed), self.files.channels, self.files.size, self.decode_device,
+                                  self.decoded)
             yield images, self.labels[rows], self.index[rows]
 
     def preload(self, limit_mb: float, progress=None) -> bool:
@@ -151,7 +206,7 @@ class Images:
         out = torch.empty((len(self), size, size, channels), dtype=torch.uint8)
         pos = torch.arange(len(self))
         for start, (images, _, _) in zip(range(0, len(self), 256), self.batches(list(pos.split(256)))):
-            out[start:start + len(images)] = images
+            out[start:start + len(images)] = images.cpu()      # decode="gpu" decodes on the device
             if progress:
                 progress(start + len(images), len(self))
         self.images, self.files = out, None

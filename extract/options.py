@@ -13,6 +13,7 @@ from glag.data.splits import RULES
 from glag.extract.augment import AUTOAUGMENT
 from glag.extract.backbones import BACKBONES
 from glag.extract.distributed import AMP, DEVICES
+from glag.extract.gpu_decode import DECODE
 from glag.extract.loaders import SAMPLERS
 from glag.extract.losses import LOSSES, loss_options
 
@@ -22,6 +23,16 @@ RECIPE = "recipe"
 def _opt(*names, **kw):
     kw.setdefault("show_default", RECIPE if kw.get("default") is None else True)
     return click.option(*names, **kw)
+
+
+def _decode_needs_cuda(ctx, param, value):
+    """--decode gpu where no CUDA device is visible: refused before anything runs (with a CUDA device but
+    --device cpu, glag.extract.gpu_decode.decode_mode refuses it). Only visibility is checked here: probing
+    the decoder would start CUDA on GPU 0 in every torchrun process."""
+    import torch
+    if value == "gpu" and not torch.cuda.is_available():
+        raise click.BadParameter("gpu needs a CUDA device and none is visible; use auto or cpu", ctx, param)
+    return value
 
 
 def loss_option_list() -> list:
@@ -88,6 +99,10 @@ OPTIONS = [
     _opt("--threads", type=int, default=None, help="CPU threads for torch; 0 = torch's default."),
     _opt("--workers", type=int, default=4, help="Processes decoding image files."),
     _opt("--preload-mb", type=float, default=4096.0, help="Decode file datasets into memory up to this size."),
+    _opt("--decode", type=click.Choice(DECODE), default="auto", callback=_decode_needs_cuda,
+         help="Where image files (imagenet-lt, inat2018, folder) are decoded: gpu = the workers read the bytes, "
+              "nvJPEG decodes and resizes each batch on the GPU (docs/stage-one.md); cpu = Pillow in the "
+              "workers; auto = gpu on a CUDA device."),
     _opt("--dump-batch-size", type=int, default=256, help="Batch size of the feature dump."),
     _opt("--views", type=click.IntRange(min=0), default=0,
          help="Augmented views of the train split to add to the bank (the training augmentation, seeded; "

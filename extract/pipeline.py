@@ -19,6 +19,7 @@ from glag.extract.backbones import Classifier, build_backbone, load_pretrained
 from glag.extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
 from glag.extract.distributed import close_context, init_context
 from glag.extract.dump import check_space, dump_bank
+from glag.extract.gpu_decode import decode_mode
 from glag.extract.loaders import Images
 from glag.extract.losses import LOSSES, build_loss, loss_options
 from glag.extract.recipes import BASE, RECIPES, recipe_for, resolve
@@ -99,8 +100,11 @@ def make_loss(cfg: dict, train_counts, device):
 def load_images(data, cfg: dict, ctx) -> dict:
     """Images per split; file-based splits decoded into memory while they fit in --preload-mb."""
     budget, splits = cfg["preload_mb"], {}
+    # in-memory datasets (CIFAR) never decode, so they skip the decoder's one-time probe on the GPU
+    decode = decode_mode(cfg.get("decode") or "auto", ctx.device) if data.train.paths is not None else "cpu"
     for name in ("train", "val", "test"):
-        images = Images(getattr(data, name), data.channels, cfg["decode_size"], cfg["workers"])
+        images = Images(getattr(data, name), data.channels, cfg["decode_size"], cfg["workers"],
+                        decode=decode, device=ctx.device)
         if images.files is not None:
             started = time.time()
             tick = (lambda d, n: echo_progress(d, n, started, f"decode {name}")) if ctx.main else None

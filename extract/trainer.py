@@ -116,11 +116,7 @@ class Trainer:
         return True
 
     def _record(self, epoch: int, stats: dict) -> dict:
-        """What history.json keeps of an epoch (0-based `epoch`)."""
-        alpha = getattr(self.loss, "alpha", None)
-        return {"epoch": epoch, "loss": round(stats["loss"], 6), "train_acc": round(stats["acc"], 6),
-                "lr": self.scheduler.get_last_lr()[0], "alpha": alpha if isinstance(alpha, float) else None,
-                "images": stats["images"], "seconds": round(stats["seconds"], 3)}
+        return epoch_record(epoch, stats, self.loss, self.scheduler.get_last_lr()[0])
 
     def run_epoch(self, epoch: int) -> dict:
         """One pass over this rank's shard of the epoch's order; returns summed loss/hits/images."""
@@ -180,14 +176,25 @@ class Trainer:
         return torch.stack([loss.detach().double() * len(labels), hits.double()])  # no host sync per step
 
     def _report(self, epoch: int, stats: dict, started: float, done_images: int):
-        if not self.ctx.main:
-            return
-        elapsed = time.time() - started
-        left = self.cfg["epochs"] - epoch - 1
-        per_epoch = elapsed / max(1, done_images) * max(1, stats["images"])
-        alpha = getattr(self.loss, "alpha", None)
-        extra = f" alpha {alpha:.3f}" if isinstance(alpha, float) else ""
-        click.echo(f"epoch {epoch + 1}/{self.cfg['epochs']} loss {stats['loss']:.4f} train-acc "
-                   f"{100 * stats['acc']:.1f}% lr {self.scheduler.get_last_lr()[0]:.4f}{extra} "
-                   f"{stats['images'] / max(stats['seconds'], 1e-9):,.0f} img/s ETA {left * per_epoch:,.0f}s",
-                   err=True)   # this epoch's rate: the first one includes --compile's warm-up
+        if self.ctx.main:
+            click.echo(epoch_line(epoch, self.cfg["epochs"], stats, self.loss, self.scheduler.get_last_lr()[0],
+                                  time.time() - started, done_images), err=True)
+
+
+def epoch_record(epoch: int, stats: dict, loss, lr: float) -> dict:
+    """What history.json keeps of an epoch (0-based `epoch`)."""
+    alpha = getattr(loss, "alpha", None)
+    return {"epoch": epoch, "loss": round(stats["loss"], 6), "train_acc": round(stats["acc"], 6),
+            "lr": lr, "alpha": alpha if isinstance(alpha, float) else None,
+            "images": stats["images"], "seconds": round(stats["seconds"], 3)}
+
+
+def epoch_line(epoch: int, epochs: int, stats: dict, loss, lr: float, elapsed: float, done_images: int) -> str:
+    """The progress line of a finished epoch: `epoch 3/200 loss .. train-acc ..% lr .. [alpha ..] N img/s ETA ..s`."""
+    left = epochs - epoch - 1
+    per_epoch = elapsed / max(1, done_images) * max(1, stats["images"])
+    alpha = getattr(loss, "alpha", None)
+    extra = f" alpha {alpha:.3f}" if isinstance(alpha, float) else ""
+    return (f"epoch {epoch + 1}/{epochs} loss {stats['loss']:.4f} train-acc {100 * stats['acc']:.1f}% "
+            f"lr {lr:.4f}{extra} {stats['images'] / max(stats['seconds'], 1e-9):,.0f} img/s "
+            f"ETA {left * per_epoch:,.0f}s")   # this epoch's rate: the first one includes --compile's warm-up

@@ -17,11 +17,14 @@ import click
 
 from glag.data.errors import GlagError
 
+from .group import GROUP_AUTO, dry_run_lines, group_size, run_group_step, stage_one_groups
 from .plan import experiment_dir, parse_tool_args, plan, to_argv
 from .recipes import RECIPES, check_names, find_recipe
 
 TOOLS = {"extract": ("glag.extract.cli", "glag-extract", []), "generate": ("glag.generate.cli", "glag-generate", []),
-         "classify": ("glag.classify.cli", "glag-classify", ["run"])}
+         "classify": ("glag.classify.cli", "glag-classify", ["run"]),
+         "extract_group": ("glag.extract.group_cli", "glag-extract-group", [])}
+STAGE_TOOLS = ("extract", "generate", "classify")     # the tools a recipe and --<tool>-args configure
 RECIPE = "recipe"
 
 OPTIONS = [
@@ -38,6 +41,9 @@ OPTIONS = [
     click.option("--extract-args", default="", show_default=True, help="More glag-extract options, e.g. '--amp bf16'."),
     click.option("--generate-args", default="", show_default=True, help="More glag-generate options."),
     click.option("--classify-args", default="", show_default=True, help="More glag-classify run options (every run)."),
+    click.option("--group-stage-one", default=GROUP_AUTO, show_default=True,
+                 help="Stage-one runs trained together on one device (glag-extract-group): auto = all of a dataset's "
+                      "on CUDA, none on the CPU; 0 = all, 1 = one run at a time, K = groups of at most K."),
     click.option("--jobs", default=2, show_default=True, help="Stage-two runs of one bank in parallel (processes)."),
     click.option("--dry-run", is_flag=True, default=False, show_default=True,
                  help="List the steps, done or to run, and their commands; run nothing."),
@@ -87,10 +93,12 @@ def resolve(options: dict) -> list:
     check_names(losses, methods, "--losses / --methods")
     if options["jobs"] < 1:
         raise GlagError(f"--jobs {options['jobs']}: must be >= 1")
-    tools = {t: dict(getattr(recipe, t), **parse_tool_args(options[f"{t}_args"], t)) for t in TOOLS}
+    tools = {t: dict(getattr(recipe, t), **parse_tool_args(options[f"{t}_args"], t)) for t in STAGE_TOOLS}
     base = dict(recipe=recipe.name, dataset=recipe.dataset, note=recipe.note, losses=losses, methods=methods,
                 seeds=_seeds(options["seeds"], recipe.seeds), runs_root=options["runs_root"],
-                data_root=options["data_root"], jobs=options["jobs"], verbose=options["verbose"], **tools)
+                data_root=options["data_root"], jobs=options["jobs"], verbose=options["verbose"],
+                group_stage_one=group_size(options.get("group_stage_one", GROUP_AUTO), torch.cuda.is_available()),
+                **tools)
     if not base["seeds"]:
         raise GlagError(f"--seeds {options['seeds']!r}: no seed")
     return [dict(base, im=im) for im in _ims(options["im"], recipe)]
@@ -154,8 +162,11 @@ def run_step(step, number: str, verbose: bool) -> None:
     click.echo(f"{number} {step.label}: finished in {time.time() - started:,.0f}s", err=True)
 
 
-def execute(steps: list, jobs: int, verbose: bool) -> None:
-    """Run a plan: per bank, stage one and the store in order, then its stage-two runs `jobs` at a time."""
+def execute(steps: list, jobs: int, verbose: bool, groups=()) -> None:
+    """Run a plan: the stage-one groups first (if any), then per bank stage one (skipped once a group wrote
+    it) and the store in order, then its stage-two runs `jobs` at a time."""
+    for group in groups:
+        run_group_step(group, verbose, launch, command)
     total = len(steps)
     numbered = [(f"[{i + 1}/{total}]", s) for i, s in enumerate(steps)]
     banks = list(dict.fromkeys(s.bank for s in steps))
@@ -171,19 +182,22 @@ def execute(steps: list, jobs: int, verbose: bool) -> None:
             raise GlagError(" | ".join(errors))
 
 
-def dry_run(steps: list) -> str:
+def dry_run(steps: list, groups=()) -> str:
     """One line per step: number, label, done or to run, and the command (without the Python prefix).
 
     A step after one that is to run (a store or run of a bank stage one rebuilds) is to run as well.
+    Stage-one groups come first; the stage-one steps they cover say so instead of their own command.
     """
-    lines, redo = [], set()
+    prog = lambda s: " ".join([TOOLS[s.tool][1], *TOOLS[s.tool][2], *to_argv(s.options)])
+    lines, in_group = dry_run_lines(groups, prog)
+    redo = set()
     for i, step in enumerate(steps):
         upstream = (step.bank,) + ((step.options["store"],) if "store" in step.options else ())
         todo = any(u in redo for u in upstream) or not is_done(step)
         if todo:
             redo.add(step.bank if step.tool == "extract" else str(step.out))
-        prog = " ".join([TOOLS[step.tool][1], *TOOLS[step.tool][2], *to_argv(step.options)])
-        lines.append(f"[{i + 1}/{len(steps)}] {step.label}: {'to run' if todo else 'done'}: {prog}")
+        what = f"in group {in_group[id(step)]}" if id(step) in in_group else prog(step)
+        lines.append(f"[{i + 1}/{len(steps)}] {step.label}: {'to run' if todo else 'done'}: {what}")
     return "\n".join(lines)
 
 
@@ -193,12 +207,14 @@ def run_reproduce(options: dict) -> list:
     folders = []
     for cfg in resolve(options):
         steps = plan(cfg)
+        groups = stage_one_groups(steps, cfg, is_done)
         where = experiment_dir(cfg["runs_root"], cfg["dataset"], cfg["im"])
         if options["dry_run"]:
-            click.echo(f"{where}: {len(steps)} steps\n" + dry_run(steps))
+            click.echo(f"{where}: {len(steps)} steps" + (f", stage one in {len(groups)} group(s)" if groups else "")
+                       + "\n" + dry_run(steps, groups))
             continue
         click.echo(f"reproduce {cfg['recipe']} -> {where}: {len(cfg['losses'])} losses x {len(cfg['seeds'])} seeds, "
                    f"{len(steps)} steps", err=True)
-        execute(steps, cfg["jobs"], cfg["verbose"])
+        execute(steps, cfg["jobs"], cfg["verbose"], groups)
         folders.append(write_results(where / "results", steps, cfg))
     return folders
