@@ -34,6 +34,8 @@ def per_seed(exp: Path, loss: str, method: str) -> dict:
     for seed_dir in sorted((exp / loss).glob("seed*")):
         seed = int(seed_dir.name[4:])
         if method == "stage one":
+            if not (seed_dir / "bank.h5").is_file():     # a bank still training
+                continue
             from glag.data.bank import Bank
             with Bank(seed_dir / "bank.h5") as b:
                 out[seed] = b.metrics["test"]["overall"]
