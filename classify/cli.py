@@ -2,7 +2,7 @@
 import click
 from click.core import ParameterSource
 
-from glag.data.cliutil import RUNS_ROOT, config_option, friendly_errors, version_option
+from glag.cli.util import RUNS_ROOT, config_option, friendly_errors, version_option
 from glag.data.errors import GlagError
 
 from .options import run_options

@@ -1,7 +1,7 @@
 """click options of `glag-classify run`, built from config.OPTIONS and the stage-two losses' own options."""
 import click
 
-from glag.data.options import Beta, Device, NonNegative, Positive, TauSpec
+from glag.cli.options import Beta, Device, NonNegative, Positive, TauSpec
 from glag.extract.losses import LOSSES, loss_options
 
 from .config import AUTO, AUTO_FLOATS, AUTO_INTS, CHOICES, OPTIONS, PRESETS
@@ -47,7 +47,7 @@ def loss_option_specs() -> dict:
     return specs
 
 
-# Options whose range several tools share: one definition (glag.data.options), one message.
+# Options whose range several tools share: one definition (glag.cli.options), one message.
 SHARED_TYPES = {"beta_init": Beta(auto=True), "beta_min": Beta(), "beta_max": Beta(), "beta_step": Beta(),
                 "ad_delta": Beta(), "gamma": NonNegative(auto=True), "tau_norm_taus": TauSpec(),
                 "posthoc_la_taus": TauSpec(), "device": Device(), "batch_size": Positive(),

@@ -6,7 +6,7 @@ import click
 
 from glag.data.atomic import atomic_dir
 from glag.data.bank import Bank
-from glag.data.cliutil import resolve_bank
+from glag.cli.util import resolve_bank
 from glag.data.errors import GlagError
 from glag.data.store import Store
 from glag.data.validate import validate_bank

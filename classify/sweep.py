@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from glag.data.atomic import atomic_file
-from glag.data.cliutil import resolve_bank
+from glag.cli.util import resolve_bank
 from glag.data.errors import GlagError
 from glag.data.layout import experiment_name
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from glag.data.cliutil import echo_progress
+from glag.cli.util import echo_progress
 
 from .batches import SAMPLERS, concat
 from .evaluate import per_class_accuracy

@@ -1,6 +1,6 @@
 """The one exception type every stage raises for bad input, and the messages for unreadable files.
 
-CLIs turn it into a one-line `Error: ...` and exit code 1 (`glag.data.cliutil.friendly_errors`).
+CLIs turn it into a one-line `Error: ...` and exit code 1 (`glag.cli.util.friendly_errors`).
 The message must name the file or option at fault and say what to do.
 """
 import errno

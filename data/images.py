@@ -61,7 +61,7 @@ def decode_all(paths, channels: int, size: int, workers: int = 2, what: str = "d
     Returns:
         (N, size, size, channels) uint8.
     """
-    from glag.data.cliutil import echo_progress  # click is only needed when there is something to report
+    from glag.cli.util import echo_progress  # click is only needed when there is something to report
 
     paths = list(paths)
     out = np.empty((len(paths), size, size, channels), dtype=np.uint8)

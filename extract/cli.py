@@ -8,7 +8,7 @@ A rerun continues from the checkpoint beside the bank (--no-resume starts over).
 """
 import click
 
-from glag.data.cliutil import config_option, friendly_errors, version_option
+from glag.cli.util import config_option, friendly_errors, version_option
 from glag.extract.hostmem import keep_freed_memory
 from glag.extract.options import apply_options
 from glag.extract.pipeline import run_extract

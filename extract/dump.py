@@ -20,7 +20,7 @@ import torch
 
 from glag.data.atomic import free_bytes
 from glag.data.bank import BankWriter
-from glag.data.cliutil import echo_progress
+from glag.cli.util import echo_progress
 from glag.data.errors import GlagError
 from glag.data.splits import format_table, group_accuracy, shot_groups
 from glag.extract.augment import BatchTransform

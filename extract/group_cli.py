@@ -10,7 +10,7 @@ glag-extract's and applies to every run; a rerun resumes from the runs' checkpoi
 """
 import click
 
-from glag.data.cliutil import config_option, friendly_errors, version_option
+from glag.cli.util import config_option, friendly_errors, version_option
 from glag.data.errors import GlagError
 from glag.data.layout import RUNS_ROOT
 from glag.extract.hostmem import keep_freed_memory

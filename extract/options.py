@@ -8,7 +8,7 @@ import click
 
 from glag.data.datasets import ALIASES, DATASETS, canonical_name
 from glag.data.longtail import PROFILES
-from glag.data.options import Ratio
+from glag.cli.options import Ratio
 from glag.data.splits import RULES
 from glag.extract.augment import AUTOAUGMENT
 from glag.extract.backbones import BACKBONES

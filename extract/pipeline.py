@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from glag.data.cliutil import echo_progress
+from glag.cli.util import echo_progress
 from glag.data.datasets import DATASETS, load_dataset
 from glag.data.errors import GlagError
 from glag.data.layout import RUNS_ROOT, bank_path, set_current

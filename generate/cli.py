@@ -5,10 +5,10 @@ from pathlib import Path
 import click
 
 from glag.data.bank import Bank
-from glag.data.cliutil import config_option, echo_progress, friendly_errors, resolve_bank, version_option
+from glag.cli.util import config_option, echo_progress, friendly_errors, resolve_bank, version_option
 from glag.data.errors import GlagError
 from glag.data.mixing import GAMMA_MODES
-from glag.data.options import Beta, Device, NonNegative, Positive
+from glag.cli.options import Beta, Device, NonNegative, Positive
 from glag.data.store import DTYPES
 from glag.generate.afg import MOMENTS_FROM, AdaptiveFeatureGenerator
 from glag.generate.tail import TAIL_RULES

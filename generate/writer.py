@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 from glag.data.atomic import atomic_file, free_bytes
-from glag.data.cliutil import echo_progress
+from glag.cli.util import echo_progress
 from glag.data.errors import GlagError
 from glag.data.provenance import config_json, now
 from glag.data.store import DTYPES, Store, StoreWriter, store_bytes

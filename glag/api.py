@@ -29,7 +29,7 @@ def _options(command: click.Command, prog: str, given: dict) -> tuple:
     saved = given.pop("config", None)
     defaults = {}
     if saved is not None:
-        from glag.data.cliutil import _NOT_REUSED, read_saved_config
+        from glag.cli.util import _NOT_REUSED, read_saved_config
         names = {p.name for p in command.params}
         defaults = {k: v for k, v in read_saved_config(saved).items() if k in names and k not in _NOT_REUSED}
     unknown = sorted(set(given) - {p.name for p in command.params})
@@ -53,7 +53,7 @@ def extract(**options) -> Path:
 def generate(**options) -> Path:
     """The AFG (glag-generate): write the synthetic store of a bank; returns its path."""
     from glag.data.bank import Bank
-    from glag.data.cliutil import resolve_bank
+    from glag.cli.util import resolve_bank
     from glag.generate.cli import main, run
     params, _ = _options(main, "glag-generate", options)
     dry_run, force = params.pop("dry_run"), params.pop("force")

@@ -6,7 +6,7 @@ Reads the whole file once, in chunks (glag.data.verify); readers never do this o
 """
 import click
 
-from glag.data.cliutil import friendly_errors, version_option
+from glag.cli.util import friendly_errors, version_option
 from glag.data.verify import verify
 
 

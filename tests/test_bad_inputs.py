@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from glag.classify.cli import main as classify
 from glag.data.bank import BankWriter
-from glag.data.cliutil import friendly_errors
+from glag.cli.util import friendly_errors
 from glag.data.errors import GlagError
 from glag.extract.cli import main as extract
 from glag.generate.cli import main as generate

@@ -1,4 +1,4 @@
-"""One definition per shared option (glag.data.options): the same range and message in every tool and grid."""
+"""One definition per shared option (glag.cli.options): the same range and message in every tool and grid."""
 import json
 
 import pytest

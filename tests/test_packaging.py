@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,10 @@ def test_the_wheel_installs_and_runs_beside_a_users_own_data_package(tmp_path):
             "from glag.data.provenance import code_version; print(code_version())" % str(target))
     version = run(sys.executable, "-c", code)
     assert f"glag {glag.__version__} ({provenance.git_commit()})" in version             # recorded at build time
-    for tool in ("glag-extract", "glag-generate", "glag-classify"):
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for tool in scripts:                                          # every console script, so no subpackage is missing
         assert glag.__version__ in run(str(target / "bin" / tool), "--version")
+    run(sys.executable, "-c", "import glag.api, glag.cli.util, glag.reproduce.run, glag.extract.group_cli")
     help_text = run(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "-m", "glag.extract.cli",
                     "--help")
     assert "--dataset" in help_text

@@ -1,7 +1,7 @@
 """`glag-reproduce`: stage one per loss and seed, every stage-two method from each bank, one table."""
 import click
 
-from glag.data.cliutil import friendly_errors, version_option
+from glag.cli.util import friendly_errors, version_option
 
 from .run import reproduce_options
 

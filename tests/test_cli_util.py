@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from glag.data.cliutil import resolve_bank
+from glag.cli.util import resolve_bank
 from glag.data.errors import GlagError
 from glag.data.layout import bank_path, current_bank, set_current
 from tests.conftest import write_tiny_bank
