@@ -66,7 +66,7 @@ demo: install
 	$(BIN)/glag-classify run --bank $(DEMO)/ce/bank.h5 --method crt --run crt --overwrite
 	$(BIN)/glag-classify run --bank $(DEMO)/graloss/bank.h5 --method crt --run crt --overwrite
 	$(BIN)/glag-classify run --bank $(DEMO)/graloss/bank.h5 --method glag --run glag --overwrite
-	$(BIN)/glag-classify table --stage-one $(DEMO)/ce/bank.h5 $(DEMO)/ce/stage2/crt \
+	$(BIN)/glag-classify table --stage-one $(DEMO)/ce/bank.h5 --stage-one $(DEMO)/graloss/bank.h5 $(DEMO)/ce/stage2/crt \
 	    $(DEMO)/graloss/stage2/crt $(DEMO)/graloss/stage2/glag | tee $(DEMO)/results.md
 
 bench: bench-extract bench-generate bench-classify bench-crt-peer

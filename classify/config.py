@@ -37,7 +37,7 @@ OPTIONS = {
     "views": (AUTO, "Augmented train views (glag-extract --views): heads that train draw one per row per epoch; "
                     "auto: every view the bank holds, 0: the un-augmented rows."),
     "loss": ("ce", "Stage-two loss (loss_CE of Eq. 11), any stage-one loss by name."),
-    "epochs": (40, "Generation epochs; epoch e reads the store's block e (cycling)."),
+    "epochs": (40, "Stage-two training epochs; GLAG's epoch e reads the store's block e (cycling)."),
     "batch_size": (512, "Rows per SGD step."),
     "lr": (0.2, "Initial learning rate (cosine schedule to 0)."),
     "momentum": (0.9, "SGD momentum."),
