@@ -33,7 +33,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,plots]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,plots,tensorboard]'
 	touch $@
 
 test: install

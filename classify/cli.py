@@ -4,9 +4,10 @@ from click.core import ParameterSource
 
 from glag.cli.util import RUNS_ROOT, config_option, friendly_errors, version_option
 from glag.data.errors import GlagError
+from glag.parallel import backend_options
 
 from .options import run_options
-from .table import bank_of, markdown
+from .table import bank_of, csv_text, find_runs, markdown
 
 
 @click.group()
@@ -41,14 +42,16 @@ def run(**options):
 @click.option("--runs-root", default=RUNS_ROOT, show_default=True, help="Fills {runs_root}; searched for banks.")
 @click.option("--im", default=None, type=float, show_default=True,
               help="Fills {experiment} = <dataset>-im<IM>; default: the one such folder under --runs-root.")
-@click.option("--jobs", default=2, show_default=True, help="Runs in parallel (processes).")
+@click.option("--jobs", default=2, show_default=True, help="Runs in parallel (processes, threads or dask tasks).")
+@backend_options("loky")
 @click.option("--out", default="auto", show_default=True,
               help="Folder of table.md / table.csv; auto: <bank folder>/stage2/sweeps/<grid>.")
 @friendly_errors
-def sweep(grid, bank, dataset, runs_root, im, jobs, out):
+def sweep(grid, bank, dataset, runs_root, im, jobs, backend, scheduler, out):
     """Run a grid of stage-two configurations in parallel; write and print one comparison table."""
     from .sweep import run_sweep
-    runs, folder = run_sweep(grid, {"bank": bank, "dataset": dataset, "runs_root": runs_root, "im": im}, jobs, out)
+    runs, folder = run_sweep(grid, {"bank": bank, "dataset": dataset, "runs_root": runs_root, "im": im}, jobs, out,
+                             backend, scheduler)
     click.echo((folder / "table.md").read_text())
     click.echo(f"{len(runs)} runs; tables in {folder}", err=True)
 
@@ -58,10 +61,14 @@ def sweep(grid, bank, dataset, runs_root, im, jobs, out):
 @click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
 @click.option("--stage-one", "banks", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Bank(s) whose stage-one accuracy heads the table (repeatable).")
+@click.option("--csv", "as_csv", is_flag=True, default=False,
+              help="CSV instead of markdown: one line per run, val and test (fractions); --split ignored.")
 @friendly_errors
-def table(runs, split, banks):
-    """Print the markdown accuracy table of finished run folders."""
-    click.echo(markdown(runs, split, banks))
+def table(runs, split, banks, as_csv):
+    """Print the accuracy table of finished runs: RUNS are run folders or folders holding them (searched
+    recursively for run folders with a metrics.json)."""
+    found = find_runs(runs)
+    click.echo(csv_text(found) if as_csv else markdown(found, split, banks), nl=not as_csv)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ OPTIONS = {
     "deploy": (True, "Write model.pt: stage one's backbone (from its checkpoint beside the bank) with this head, "
                      "loadable with glag.extract.backbones.load_deployed."),
     "plots": (True, "Write PNG plots (matplotlib) and the t-SNE of a few classes."),
+    "tensorboard": ("", "Also write TensorBoard events under this folder, in <folder>/<run> (needs the "
+                        "tensorboard extra: pip install 'glag[tensorboard]'); empty: none."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }
 CHOICES = {"space": ("raw", "tukey"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
@@ -102,7 +104,7 @@ PRESETS = {
 }
 # Keys that name where things go, not what is computed: left out of the run's hash.
 _NOT_HASHED = ("run", "out", "overwrite", "plots", "deploy", "tsne_classes", "device", "threads", "runs_root",
-               "dataset", "bank")
+               "dataset", "bank", "tensorboard")
 
 
 def defaults(extra: dict | None = None) -> dict:

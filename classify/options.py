@@ -2,6 +2,7 @@
 import click
 
 from glag.cli.options import Beta, Device, NonNegative, Positive, TauSpec
+from glag.cli.tensorboard import check_option
 from glag.extract.losses import LOSSES, loss_options
 
 from .config import AUTO, AUTO_FLOATS, AUTO_INTS, CHOICES, OPTIONS, PRESETS
@@ -70,6 +71,9 @@ def option(name: str, default, help_text: str):
     if isinstance(default, bool):
         return click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=default, show_default=True,
                             help=help_text)
+    if name == "tensorboard":    # refused at parse time without the tensorboard package (glag.cli.tensorboard)
+        return click.option(flag, name, default=default, type=click.Path(file_okay=False), callback=check_option,
+                            show_default="none", help=help_text)
     return click.option(flag, name, default=default, type=_type(name, default), show_default=True, help=help_text)
 
 

@@ -6,6 +6,7 @@ import click
 
 from glag.data.atomic import atomic_dir
 from glag.data.bank import Bank
+from glag.cli.tensorboard import open_board
 from glag.cli.util import resolve_bank
 from glag.data.errors import GlagError
 from glag.data.store import Store
@@ -90,6 +91,7 @@ def run_stage2(options: dict, explicit=(), resume: bool = False, progress: bool 
                 click.echo(f"note: {note}", err=True)
             result = fit(cfg, bank, store, progress=progress)
             _write(target, cfg, bank, store, result, resume)
+            write_board(cfg, target.name, result)
         finally:
             if store is not None:
                 store.close()
@@ -109,3 +111,25 @@ def _write(target, cfg, bank, store, result, resume):
                             "was kept (rerun with --overwrite or another --run)") from None
         raise
     click.echo(f"wrote {target}", err=True)
+
+
+def write_board(cfg: dict, name: str, result) -> None:
+    """--tensorboard: the run's history.json per epoch, AD's mean tail beta, and the final val/test accuracy,
+    in <DIR>/<run>. Written once the run folder is, from the same numbers (a stage-two run takes minutes)."""
+    board = open_board(cfg.get("tensorboard"), name)
+    try:
+        for record in result.history:
+            # AD's refit repeats the epochs: its records carry pass "refit", its curves go under their own tags
+            prefix = f"stage2/{record['pass']}/" if "pass" in record else "stage2/"
+            board.scalars(record["epoch"], {k: record.get(k) for k in ("loss", "ce", "kd", "lr", "alpha", "rows",
+                                                                        "val_overall", "seconds")}, prefix)
+        beta = result.beta
+        if beta is not None and beta.adaptive and len(beta.tail):
+            for epoch, values in enumerate(beta.trajectory):       # the tail betas at the start of each epoch
+                board.scalars(epoch, {"beta_mean": float(sum(values) / len(values))}, "stage2/")
+        for split in ("val", "test"):
+            scores = result.metrics.get(split) or {}
+            board.scalars(cfg["epochs"], {k: scores.get(k) for k in ("overall", "many", "medium", "few")},
+                          f"stage2/final/{split}/")
+    finally:
+        board.close()

@@ -60,25 +60,28 @@ def expand(grid: dict, name: str, known: dict, fill: dict) -> list[dict]:
     return out
 
 
-def _one(options: dict, explicit: list, threads: int):
-    """Worker: one run in its own process; returns (run folder, None) or (None, error message)."""
-    import torch
-    torch.set_num_threads(threads)  # the most a large head may take (--threads 0); small heads use one
-    from .run import run_stage2
+def _one(options: dict, explicit: list, threads):
+    """Worker: one run (a loky process, a thread, a dask worker); returns (run folder, None) or (None, error)."""
+    if threads:
+        import torch
+        torch.set_num_threads(threads)  # the most a large head may take (--threads 0); small heads use one
+    from glag.classify.run import run_stage2   # absolute: a dask worker imports this function by name
     try:
         return str(run_stage2(options, explicit, resume=True, progress=False)), None
     except GlagError as e:
         return None, str(e)
 
 
-def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto") -> tuple[list, Path]:
+def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto", backend: str = "loky",
+              scheduler: str = "") -> tuple[list, Path]:
     """Run every configuration of a grid; write table.md and table.csv.
 
     Args:
         grid_spec: shipped grid name or JSON path.
         base: options common to all runs (bank, dataset, runs_root, loss options...).
-        jobs: parallel processes (each with cpu_count // jobs torch threads).
+        jobs: runs at a time (loky: processes, each with cpu_count // jobs torch threads).
         out: folder of the table; auto: <first run's bank folder>/stage2/sweeps/<grid name>.
+        backend, scheduler: where the runs execute (glag.parallel: loky, threading, dask [at an address]).
     Returns:
         (run folders, table folder).
     """
@@ -87,10 +90,7 @@ def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto") -> t
     if missing:
         raise GlagError(f"--grid {name}: bank(s) not found: {missing}; build them first: "
                         + "; ".join(make_features(Path(m)) for m in missing))
-    from joblib import Parallel, delayed
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    click.echo(f"sweep {name}: {len(configs)} runs, {jobs} at a time", err=True)
-    results = Parallel(n_jobs=jobs)(delayed(_one)(o, e, threads) for o, e in configs)
+    results = _execute(configs, name, jobs, backend, scheduler)
     varying = {k for _, e in configs for k in e if len({json.dumps(o.get(k)) for o, _ in configs}) > 1}
     done = [(Path(r), describe(o, varying & set(e))) for (r, _), (o, e) in zip(results, configs) if r]
     errors = list(dict.fromkeys(err for _, err in results if err))     # the same cause once
@@ -104,6 +104,17 @@ def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto") -> t
         failed = sum(1 for _, err in results if err)
         raise GlagError(f"{failed} of {len(configs)} runs failed (table has the others): " + " | ".join(errors))
     return runs, folder
+
+
+def _execute(configs: list, name: str, jobs: int, backend: str, scheduler: str) -> list:
+    """[(run folder, None) or (None, error)] per config, run `jobs` at a time on the joblib backend."""
+    from joblib import Parallel, delayed
+
+    from glag.parallel import backend as parallel_backend, threads_per_run
+    threads = threads_per_run(backend, jobs)
+    with parallel_backend(backend, scheduler, jobs):
+        click.echo(f"sweep {name}: {len(configs)} runs, {jobs} at a time ({backend})", err=True)
+        return Parallel(n_jobs=jobs)(delayed(_one)(o, e, threads) for o, e in configs)
 
 
 def _configs(grid_spec: str, base: dict) -> tuple[str, list]:

@@ -78,3 +78,46 @@ def csv_text(runs, splits=("val", "test"), labels=None) -> str:
         w.writerow([summary.get("run", Path(run).name), labels[i] if labels else ""]
                    + [summary.get(k, "") for k in LABELS] + ["" if a is None else f"{a:.4f}" for a in accs])
     return buf.getvalue()
+
+
+def find_runs(paths) -> list:
+    """The finished run folders among `paths` and, for a folder that is not one, every one below it.
+
+    A run folder holds metrics.json and config.json; hidden folders (an unfinished run's atomic temp
+    copy) are skipped. Order: as given, each folder's runs sorted; a run reached twice counts once.
+    """
+    found = []
+    for path in map(Path, paths):
+        runs = [path] if _is_run(path) else sorted(
+            m.parent for m in path.rglob("metrics.json")
+            if _is_run(m.parent) and not any(p.startswith(".") for p in m.relative_to(path).parts))
+        if not runs:
+            raise GlagError(f"{path}: no metrics.json in or under it; not a finished stage-two run folder nor a folder "
+                            "holding one")
+        found += runs
+    return list(dict.fromkeys(found))
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "metrics.json").is_file() and (folder / "config.json").is_file()
+
+
+def result_row(run) -> dict:
+    """One flat row for a results table: who the run is, its accuracies, then every knob of its config.
+
+    Keys: run (folder), name, method, dataset, bank, bank_loss, bank_seed (stage one's), seed (stage
+    two's), {val,test}_{overall,many,medium,few} (fractions; None without that split or group),
+    then the rest of config.json's cfg (scalar options only; stage two's `loss` among them).
+    """
+    run = Path(run)
+    metrics = load_metrics(run)
+    config = json.loads((run / "config.json").read_text())
+    cfg, summary = config.get("cfg", {}), metrics.get("summary", {})
+    stage_one = ((config.get("upstream") or {}).get("bank") or {}).get("config") or {}
+    row = {"run": str(run), "name": summary.get("run", run.name), "method": cfg.get("method"),
+           "dataset": cfg.get("dataset") or stage_one.get("dataset"), "bank": cfg.get("bank"),
+           "bank_loss": summary.get("bank_loss", stage_one.get("loss")), "bank_seed": stage_one.get("seed"),
+           "seed": cfg.get("seed")}
+    row.update({f"{s}_{c}": (metrics.get(s) or {}).get(c) for s in ("val", "test") for c in COLUMNS})
+    row.update({k: v for k, v in cfg.items() if k not in row and (v is None or isinstance(v, (str, int, float)))})
+    return row

@@ -23,7 +23,8 @@ from glag.extract.distributed import close_context, init_context
 from glag.extract.dump import check_space, dump_bank
 from glag.extract.group_trainer import GroupOutOfMemory, GroupTrainer, Run, check_groupable
 from glag.extract.loaders import seeded
-from glag.extract.pipeline import build_model, default_out, load_images, make_loss, read_dataset, resolve_config
+from glag.extract.pipeline import (build_model, default_out, load_images, make_loss, open_run_board, read_dataset,
+                                   resolve_config)
 from glag.extract.trainer import build_optimizer, cosine_with_warmup, local_batch, steps_per_epoch
 
 
@@ -51,6 +52,15 @@ def run_group(options: dict, losses: list, seeds: list, runs_root=RUNS_ROOT, max
 
 def _run(options: dict, pairs: list, runs_root, max_group, ctx, log):
     data, splits, runs = _setup(options, pairs, runs_root, ctx, log)
+    try:
+        return _train_and_dump(data, splits, runs, options, max_group, ctx, log)
+    finally:
+        for run in runs:
+            run.board.close()
+
+
+def _train_and_dump(data, splits, runs: list, options: dict, max_group, ctx, log):
+    """Train the runs group after group (at most `max_group` at once), dumping each group's banks."""
     size, written, epochs = max_group or len(runs), [], runs[0].cfg["epochs"]
     for first in range(0, len(runs), size):
         chunk = runs[first:first + size]
@@ -111,7 +121,8 @@ def _make_run(cfg: dict, state, data, ctx, log) -> Run:
         check_compatible(checkpoint_path(out), state["config"], cfg)
     model = build_model(cfg, ctx, fresh=state is None, log=log)
     loss = make_loss(cfg, data.train_counts, ctx.device)
-    return Run(cfg, model, loss, optimizer=None, scheduler=None, out=out, ckpt=checkpoint_path(out))
+    return Run(cfg, model, loss, optimizer=None, scheduler=None, out=out, ckpt=checkpoint_path(out),
+               board=open_run_board(cfg, ctx))
 
 
 def _prepare(run: Run, state, splits: dict, dump_only: bool) -> None:

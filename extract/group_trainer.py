@@ -28,8 +28,9 @@ from glag.extract.checkpoint import save_checkpoint
 from glag.extract.group import GroupedClassifier, merge_optimizer_states, split, split_optimizer_state
 from glag.extract.losses import LOSSES
 from glag.extract.loaders import epoch_order, seeded, split_batches
-from glag.extract.trainer import (build_optimizer, check_compiler, cosine_with_warmup, epoch_line, epoch_record,
-                                  local_batch, steps_per_epoch)
+from glag.cli.tensorboard import NoBoard
+from glag.extract.trainer import (board_scalars, build_optimizer, check_compiler, cosine_with_warmup, epoch_line,
+                                  epoch_record, local_batch, steps_per_epoch)
 
 # Settings a run of a group may have of its own: the loss and its options, the seed, where it goes, its
 # batch order and augmentation (drawn per run), and what its dump adds. Every other setting must agree.
@@ -42,7 +43,8 @@ class Run:
     """One stage-one run of a group, with the state it would have alone.
 
     model/optimizer/scheduler are the run's own Classifier, SGD and schedule (as Trainer builds them):
-    the group trainer copies its grouped state into them after every epoch.
+    the group trainer copies its grouped state into them after every epoch. `board` takes the run's
+    epoch records as TensorBoard scalars (glag.cli.tensorboard), as a run alone writes them.
     """
     cfg: dict
     model: torch.nn.Module
@@ -53,6 +55,7 @@ class Run:
     ckpt: Path
     epoch: int = 0
     history: list = field(default_factory=list)
+    board: object = field(default_factory=NoBoard)
 
     @property
     def label(self) -> str:
@@ -123,6 +126,7 @@ class GroupTrainer:
                 s["seconds"] = seconds
                 run.history = [h for h in run.history if h.get("epoch", 0) < epoch] + [
                     epoch_record(epoch, s, run.loss, lr)]
+                run.board.scalars(epoch, board_scalars(run.history[-1]), prefix="stage1/")
                 run.epoch = epoch + 1
                 save_checkpoint(run.ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
                                 epoch=epoch + 1, cfg=run.cfg, history=run.history)

@@ -9,9 +9,10 @@ import click
 from glag.data.datasets import ALIASES, DATASETS, canonical_name
 from glag.data.longtail import PROFILES
 from glag.cli.options import Ratio
+from glag.cli.tensorboard import option as tensorboard_option
 from glag.data.splits import RULES
 from glag.extract.augment import AUTOAUGMENT
-from glag.extract.backbones import BACKBONES
+from glag.extract.backbones import BACKBONES, BackboneName
 from glag.extract.distributed import AMP, DEVICES
 from glag.extract.gpu_decode import DECODE
 from glag.extract.loaders import SAMPLERS
@@ -62,7 +63,8 @@ OPTIONS = [
     _opt("--profile", type=click.Choice(PROFILES), default=None, help="Long-tail profile."),
     _opt("--val-per-class", type=int, default=None, help="Balanced val images per class (from train leftovers)."),
     _opt("--data-seed", type=int, default=0, help="Seed of the long-tailed subsampling and val split."),
-    _opt("--backbone", type=click.Choice(sorted(BACKBONES)), default=None, help="Feature extractor."),
+    _opt("--backbone", type=BackboneName(), default=None,
+         help=f"Feature extractor: {', '.join(sorted(BACKBONES))} or torchvision:<model> (no weights downloaded)."),
     _opt("--pretrained", type=click.Path(), default=None, show_default="none",
          help="Local backbone checkpoint (state dict) to start from."),
     _opt("--loss", type=click.Choice(sorted(LOSSES)), default=None, show_default="graloss",
@@ -97,6 +99,7 @@ OPTIONS = [
     _opt("--resume/--no-resume", default=True, help="Continue from the checkpoint beside --out."),
     _opt("--groups", type=click.Choice(RULES), default=None, help="Many/medium/few rule of the metrics."),
     _opt("--threads", type=int, default=None, help="CPU threads for torch; 0 = torch's default."),
+    tensorboard_option(),
     _opt("--workers", type=int, default=4, help="Processes decoding image files."),
     _opt("--preload-mb", type=float, default=4096.0, help="Decode file datasets into memory up to this size."),
     _opt("--decode", type=click.Choice(DECODE), default="auto", callback=_decode_needs_cuda,

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import torch
 
+from glag.cli.tensorboard import open_board
 from glag.cli.util import echo_progress
 from glag.data.datasets import DATASETS, load_dataset
 from glag.data.errors import GlagError
@@ -117,6 +118,11 @@ def load_images(data, cfg: dict, ctx) -> dict:
     return splits
 
 
+def open_run_board(cfg: dict, ctx):
+    """The run's TensorBoard writer under --tensorboard, in <DIR>/<loss>-seed<s>; the main process only."""
+    return open_board(cfg.get("tensorboard") if ctx.main else None, f"{cfg['loss']}-seed{cfg['seed']}")
+
+
 def run_extract(options: dict, log=click.echo):
     """Train (or resume) stage one and write the bank; returns its path, or None if stopped early."""
     ctx, threads = init_context(options["device"], options["amp"]), torch.get_num_threads()
@@ -157,14 +163,20 @@ def _run(options: dict, ctx, log):
             raise GlagError(f"--dump-only: {ckpt} holds {state['epoch']}/{cfg['epochs']} epochs; "
                             "rerun without --dump-only to finish training")
     else:
-        trainer = Trainer(model, loss, splits["train"], cfg, ctx, cfg["image_size"])
+        board = open_run_board(cfg, ctx)
+        trainer = Trainer(model, loss, splits["train"], cfg, ctx, cfg["image_size"], board=board)
         start = restore(state, model=model, optimizer=trainer.optimizer, scheduler=trainer.scheduler) \
             if state is not None else 0
         todo = f"epochs {start}..{cfg['epochs'] - 1}" if start < cfg["epochs"] else f"{ckpt} is finished, dumping"
         log(f"stage one: {data.name} ({len(data.train)} train images, {data.num_classes} classes), "
             f"{cfg['backbone']}, {cfg['loss']}, {todo} on {ctx.device}"
             f"{f' x{ctx.world}' if ctx.world > 1 else ''}", err=True)
-        if not trainer.fit(start, ckpt, options.get("stop_after_epochs"), history=(state or {}).get("history", [])):
+        try:
+            finished = trainer.fit(start, ckpt, options.get("stop_after_epochs"),
+                                   history=(state or {}).get("history", []))
+        finally:
+            board.close()
+        if not finished:
             log(f"stopped after epoch {cfg['stop_after_epochs'] - 1}; {ckpt} holds it, rerun to resume", err=True)
             return None
     history = trainer.history if not options["dump_only"] else state.get("history", [])

@@ -18,6 +18,7 @@ import time
 import click
 import torch
 
+from glag.cli.tensorboard import NoBoard
 from glag.data.errors import GlagError
 from glag.extract.augment import BatchTransform, mixup, mixup_loss
 from glag.extract.checkpoint import save_checkpoint
@@ -77,10 +78,13 @@ class Trainer:
             sampler, seed, compile, crop/flip/cutout/mean/std).
         ctx: glag.extract.distributed.Context.
         image_size: side of the training crops.
+        board: where each epoch's record also goes as TensorBoard scalars (glag.cli.tensorboard; the main
+            process's only).
     """
 
-    def __init__(self, model, loss, images, cfg: dict, ctx, image_size: int):
+    def __init__(self, model, loss, images, cfg: dict, ctx, image_size: int, board=None):
         self.model, self.loss, self.images, self.cfg, self.ctx = model, loss, images, cfg, ctx
+        self.board = board or NoBoard()
         self.net = wrap_model(model, ctx)
         if cfg["compile"]:
             check_compiler(ctx)
@@ -105,6 +109,7 @@ class Trainer:
             stats = self.run_epoch(epoch)
             stats["seconds"] = time.time() - epoch_started
             self.history.append(self._record(epoch, stats))
+            self.board.scalars(epoch, board_scalars(self.history[-1]), prefix="stage1/")
             if self.ctx.main:
                 save_checkpoint(ckpt_path, model=self.model, optimizer=self.optimizer,
                                 scheduler=self.scheduler, epoch=epoch + 1, cfg=self.cfg, history=self.history)
@@ -187,6 +192,12 @@ def epoch_record(epoch: int, stats: dict, loss, lr: float) -> dict:
     return {"epoch": epoch, "loss": round(stats["loss"], 6), "train_acc": round(stats["acc"], 6),
             "lr": lr, "alpha": alpha if isinstance(alpha, float) else None,
             "images": stats["images"], "seconds": round(stats["seconds"], 3)}
+
+
+def board_scalars(record: dict) -> dict:
+    """The TensorBoard scalars of an epoch_record: its numbers as history.json has them, plus the rate."""
+    return {"loss": record["loss"], "train_acc": record["train_acc"], "lr": record["lr"], "alpha": record["alpha"],
+            "images_per_s": record["images"] / max(record["seconds"], 1e-9), "seconds": record["seconds"]}
 
 
 def epoch_line(epoch: int, epochs: int, stats: dict, loss, lr: float, elapsed: float, done_images: int) -> str:

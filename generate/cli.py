@@ -5,6 +5,8 @@ from pathlib import Path
 import click
 
 from glag.data.bank import Bank
+from glag.cli.tensorboard import open_board
+from glag.cli.tensorboard import option as tensorboard_option
 from glag.cli.util import config_option, echo_progress, friendly_errors, resolve_bank, version_option
 from glag.data.errors import GlagError
 from glag.data.mixing import GAMMA_MODES
@@ -51,6 +53,7 @@ from glag.generate.writer import (announce, check_disk, default_out, is_current,
 @click.option("--jobs", default=0, show_default=True,
               help="Worker threads for per-class and per-batch work (0 = cores, at most 8; -1 = all cores).")
 @click.option("--batch-rows", default=0, show_default=True, help="Rows per sampling batch (0 = about 64 MB of buffers each).")
+@tensorboard_option()
 @click.option("--dry-run", is_flag=True, help="Print the plan and store size, write nothing.")
 @click.option("--force", is_flag=True, help="Regenerate even if an identical store exists.")
 @friendly_errors
@@ -75,12 +78,13 @@ def check_tail_options(ctx, rule: str) -> None:
 
 def run(bank, cfg: dict, dry_run=False, force=False):
     """Plan, check the disk, fit, write the store and the latest.json pointer."""
+    board_root = cfg.pop("tensorboard", None)    # where a summary goes, not what is drawn: kept out of the store
     afg = AdaptiveFeatureGenerator(cfg)
     tail, need = afg.plan(bank.train_counts)
     out = Path(cfg["out"]) if cfg["out"] else default_out(bank, cfg)
     cfg["out"] = str(out)
-    rows, size = planned_bytes(need, tail, bank.train_counts, cfg, bank.feature_dim)
-    announce(out, rows, size, need, tail)
+    store_rows, size = planned_bytes(need, tail, bank.train_counts, cfg, bank.feature_dim)
+    announce(out, store_rows, size, need, tail)
     warn_without_val(bank)
     if not tail.any():
         click.echo(f"no class is a tail class by --tail {cfg['tail']} (smallest class: "
@@ -100,8 +104,19 @@ def run(bank, cfg: dict, dry_run=False, force=False):
     click.echo("fit: " + ", ".join(f"{k} {v:.1f}s" for k, v in afg.fit_seconds.items()), err=True)
     write_store(afg, bank, out, cfg)
     write_latest(out, bank, cfg)
+    write_board(board_root, out, store_rows, tail, afg.fit_seconds)
     click.echo(out)
     return out
+
+
+def write_board(root, out: Path, rows: int, tail, seconds: dict) -> None:
+    """--tensorboard: one summary of the store written (rows, tail classes, fit seconds) in <DIR>/generate-<store>."""
+    board = open_board(root, f"generate-{out.stem}")
+    try:
+        summary = dict(rows=rows, tail_classes=int(tail.sum()), **{f"seconds_{k}": v for k, v in seconds.items()})
+        board.scalars(0, summary, "generate/")
+    finally:
+        board.close()
 
 
 def _throttled(total: int, what: str):

@@ -6,6 +6,8 @@
     run = glag.classify(bank=bank, method="glag")                            # -> Path of the run folder
     glag.load_run(run)["metrics"]["test"]["overall"]
     again = glag.classify(config=run / "config.json", beta_init=0.3)        # a saved config, one change
+    glag.load_results("runs/")                     # one row per finished run below: a DataFrame (pandas) or dicts
+    classes, probs = glag.predict(run, ["cat.jpg"])  # the run's model.pt on raw images (its own preprocessing)
 
 Keyword arguments are the command-line options with underscores (`beta_init` for
 `--beta-init`); every option left out takes the tool's default, as on the command
@@ -14,6 +16,7 @@ the tool's one-line message.
 """
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -77,3 +80,100 @@ def load_run(folder) -> dict:
     if read("metrics.json") is None:
         raise GlagError(f"{folder}: not a finished stage-two run (no metrics.json)")
     return {k: read(f"{k}.json") for k in ("config", "metrics", "history", "beta")}
+
+
+def load_results(*paths):
+    """One row per finished stage-two run in or under `paths` (run folders or folders holding them).
+
+    Columns (glag.classify.table.result_row): run, name, method, dataset, bank, bank_loss, bank_seed,
+    seed, {val,test}_{overall,many,medium,few} (fractions), then every scalar option of the run's config.
+    Returns a pandas DataFrame when pandas is importable, else a list of dicts.
+    """
+    from glag.classify.table import find_runs, result_row
+    rows = [result_row(run) for run in find_runs(paths or (".",))]
+    try:
+        import pandas
+    except ImportError:  # pandas is no dependency: plain rows are as good for a script
+        return rows
+    return pandas.DataFrame(rows)
+
+
+class Predictions(NamedTuple):
+    classes: "numpy.ndarray"    # (N,) int64 class indices (model.class_names[i] names class i)
+    probs: "numpy.ndarray"      # (N, C) float32 softmax of the deployed model's logits
+
+
+def predict(run_or_deployed, images, batch_size: int = 256, device: str = "cpu") -> Predictions:
+    """Classify raw images with a run's deployed model (its model.pt), preprocessed as stage one did.
+
+    Args:
+        run_or_deployed: a stage-two run folder (written with deploy on), or its model.pt.
+        images: a sequence of images, each a file path, a PIL image or a uint8 (H, W[, C]) array; or one
+            uint8 (N, H, W[, C]) array. Each is brought to the model's channels, decoded at its decode size
+            (bilinear, as stage one decodes files), centre-cropped to its image size and normalised with
+            its mean/std (all from the bank's config, saved in model.pt).
+        batch_size, device: how the forward passes run.
+    Returns:
+        Predictions(classes, probs).
+    """
+    import numpy as np
+    import torch
+
+    from glag.extract.augment import center_crop
+    from glag.extract.backbones import load_deployed
+    model = load_deployed(_model_file(run_or_deployed), map_location=device)
+    size, channels = int(model.preprocess["decode_size"]), int(model.mean.shape[1])   # mean: one value per channel
+    batch = np.stack([_image(im, channels, size) for im in _items(images)])
+    classes, probs = [], []
+    with torch.no_grad():
+        for start in range(0, len(batch), batch_size):
+            x = center_crop(torch.from_numpy(batch[start:start + batch_size]), model.image_size)  # stage one's eval crop
+            x = x.permute(0, 3, 1, 2).float().div_(255).to(device)   # the model normalises [0, 1] itself
+            p = torch.softmax(model(x).float(), dim=1).cpu()
+            classes.append(p.argmax(1).numpy())
+            probs.append(p.numpy())
+    return Predictions(np.concatenate(classes), np.concatenate(probs))
+
+
+def _model_file(where) -> Path:
+    path = Path(where)
+    if path.is_dir():
+        if not (path / "model.pt").is_file():
+            reason = ((load_run(path)["metrics"].get("deploy") or {}).get("reason")
+                      if (path / "metrics.json").is_file() else None)
+            raise GlagError(f"{path}: no model.pt ({reason or 'not a run folder written with --deploy'}); "
+                            "rerun `glag-classify run --deploy` on a bank with its stage-one checkpoint")
+        return path / "model.pt"
+    return path
+
+
+def _items(images) -> list:
+    import numpy as np
+    if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)
+                                           and images.dtype == np.uint8 and (images.ndim == 2 or images.shape[-1] in (1, 3))):
+        return [images]                              # one image given alone
+    return list(images)                              # a sequence, or an (N, H, W[, C]) array
+
+
+def _image(image, channels: int, size: int):
+    """One image as a (size, size, channels) uint8 array, converted and resized as glag.data.images does."""
+    import numpy as np
+    from PIL import Image
+
+    from glag.data.images import MODES, decode_image
+    if isinstance(image, (str, Path)):
+        return decode_image(image, channels, size)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+            raise GlagError(f"predict: an image array must be uint8 (H, W), (H, W, 1) or (H, W, 3); "
+                            f"got {image.dtype} {image.shape}")
+        image = image.reshape(image.shape[0], image.shape[1], -1)
+        if image.shape[2] == channels and image.shape[:2] == (size, size):
+            return image                               # already as stage one read it: no round trip through PIL
+        image = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    if not isinstance(image, Image.Image):
+        raise GlagError(f"predict: {type(image).__name__} is not an image (a path, a PIL image or a uint8 array)")
+    image = image.convert(MODES[channels])
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)

@@ -55,3 +55,81 @@ def test_bad_options_raise_glag_errors(made):
         api.classify(bank=str(bank), method="nope")
     with pytest.raises(GlagError, match="not a finished stage-two run"):
         api.load_run(bank.parent)
+
+
+@pytest.fixture(scope="module")
+def deployed(made):
+    """A cRT run of the api bank written with its model.pt (the bank's stage-one checkpoint is beside it)."""
+    bank, _, _ = made
+    return api.classify(bank=str(bank), method="crt", epochs=2, plots=False, deploy=True, run="crt")
+
+
+def test_predict_reproduces_the_runs_test_predictions_from_raw_images(deployed):
+    import numpy as np
+    from glag.data.datasets import load_dataset
+    from glag.data.splits import group_accuracy
+    raw = load_dataset("digits").test                      # uint8 (N, 8, 8, 1), in the bank's test order
+    out = api.predict(deployed, raw.images)
+    metrics = api.load_run(deployed)["metrics"]
+    acc = group_accuracy(out.classes, raw.labels, np.asarray(metrics["groups"]["of_class"]))
+    assert acc["per_class"] == pytest.approx(metrics["test"]["per_class"], abs=1e-9)
+    assert out.probs.shape == (len(raw.labels), 10) and np.allclose(out.probs.sum(1), 1, atol=1e-5)
+    assert np.array_equal(out.probs.argmax(1), out.classes)
+
+
+def test_predict_reads_paths_pil_images_and_the_model_file(deployed, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from glag.data.datasets import load_dataset
+    arrays = load_dataset("digits").test.images[:6]
+    paths = []
+    for i, a in enumerate(arrays):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(a[:, :, 0]).convert("RGB").save(paths[-1])     # RGB files: brought to the model's 1 channel
+    expected = api.predict(deployed, arrays).classes
+    assert np.array_equal(api.predict(deployed / "model.pt", [str(p) for p in paths]).classes, expected)
+    assert np.array_equal(api.predict(deployed, [Image.open(p) for p in paths]).classes, expected)
+    assert api.predict(deployed, arrays[0]).classes.shape == (1,)                           # one image alone
+    big = [np.asarray(Image.fromarray(a[:, :, 0]).resize((32, 32))) for a in arrays]        # resized back to 8
+    assert api.predict(deployed, big).classes.shape == (6,)
+
+
+def test_predict_refuses_runs_without_a_model_and_non_images(made, deployed):
+    import numpy as np
+    _, _, run = made                                   # deploy=False
+    with pytest.raises(GlagError, match="no model.pt"):
+        api.predict(run, np.zeros((1, 8, 8, 1), np.uint8))
+    with pytest.raises(GlagError, match="uint8"):
+        api.predict(deployed, [np.zeros((8, 8), np.float32)])
+
+
+def test_load_results_has_one_row_per_run_below_a_folder(made, deployed, monkeypatch):
+    import sys
+    import types
+    bank, _, run = made
+    monkeypatch.setitem(sys.modules, "pandas", None)                 # pandas absent: plain dicts
+    rows = api.load_results(bank.parent)
+    by_name = {r["name"]: r for r in rows}
+    assert {"g", "crt"} <= set(by_name) and len(rows) == len({r["run"] for r in rows})
+    g = by_name["g"]
+    assert g["method"] == "glag" and g["bank"] == str(bank) and g["seed"] == 0 and g["bank_seed"] == 0
+    assert g["bank_loss"] == "graloss" and g["beta_init"] == 0.6 and g["epochs"] == 2
+    assert g["test_overall"] == api.load_run(run)["metrics"]["test"]["overall"]
+    assert {"val_few", "test_many", "dataset"} <= set(g)
+    fake = types.SimpleNamespace(DataFrame=lambda rows: ("frame", rows))
+    monkeypatch.setitem(sys.modules, "pandas", fake)                 # pandas present: its DataFrame
+    assert api.load_results(run)[0] == "frame" and len(api.load_results(run)[1]) == 1
+
+
+def test_table_reads_parent_folders_and_prints_csv(made, deployed, tmp_path):
+    bank, _, run = made
+    res = CliRunner().invoke(classify, ["table", "--csv", str(bank.parent)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("run,label,method") and "test_overall" in lines[0]
+    names = {line.split(",")[0] for line in lines[1:]}
+    assert {"g", "crt"} <= names
+    md = CliRunner().invoke(classify, ["table", str(run), str(bank.parent)])        # a run named twice: one row
+    assert md.exit_code == 0 and md.output.count("| g (") == 1
+    empty = CliRunner().invoke(classify, ["table", str(tmp_path)])
+    assert empty.exit_code != 0 and "no metrics.json in or under" in empty.output

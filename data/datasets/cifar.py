@@ -5,6 +5,11 @@
   <data root>/cifar-100-python/{train, test, meta}
       splits: {b"data", b"fine_labels"}; meta: {b"fine_label_names": [100]}
 
+This is also torchvision's layout: `torchvision.datasets.CIFAR10(root)` / `CIFAR100(root)`
+extract into these same folders, so a torchvision root works as the data root as it is.
+When only the downloaded archive (`cifar-10-python.tar.gz`, `cifar-100-python.tar.gz`) is
+there, the error says to extract it: nothing is unpacked or downloaded here.
+
 Rows of `data` are 1024 red, then 1024 green, then 1024 blue bytes of a 32x32 image.
 
 Unpickling: these files are pickles (written by Python 2), so reading them
@@ -73,6 +78,18 @@ def read_names(path: Path, key: bytes, num_classes: int) -> list:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
+ARCHIVES = {CIFAR10_FOLDER: "cifar-10-python.tar.gz", CIFAR100_FOLDER: "cifar-100-python.tar.gz"}
+
+
+def _folder(root: Path, folder: str, what: str) -> Path:
+    """The extracted pickle folder; when only its archive lies there (torchvision's download), say to extract it."""
+    base, archive = Path(root) / folder, Path(root) / ARCHIVES[folder]
+    if not base.exists() and archive.exists():
+        raise GlagError(f"{base}: not found but {archive} is; extract it there (tar xzf {archive.name} "
+                        f"-C {Path(root)}), GLAG reads the extracted {folder}/ folder")
+    return need_file(base, what)
+
+
 def _files(base: Path, names: list) -> list:
     return [need_file(base / name, f"CIFAR file {name}") for name in names]
 
@@ -80,7 +97,7 @@ def _files(base: Path, names: list) -> list:
 @register_dataset("cifar10")
 def load_cifar10(root: Path) -> RawDataset:
     """CIFAR-10 (50,000 / 10,000 images, 32x32 RGB) from cifar-10-batches-py/ under the data root."""
-    base = need_file(Path(root) / CIFAR10_FOLDER, "CIFAR-10 python folder (cifar-10-python.tar.gz extracted)")
+    base = _folder(root, CIFAR10_FOLDER, "CIFAR-10 python folder (cifar-10-python.tar.gz extracted)")
     *batches, test_batch, meta = _files(base, [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"])
     train = read_batches(batches, b"labels", 10)
     test = read_batches([test_batch], b"labels", 10)
@@ -91,7 +108,7 @@ def load_cifar10(root: Path) -> RawDataset:
 @register_dataset("cifar100")
 def load_cifar100(root: Path) -> RawDataset:
     """CIFAR-100 (50,000 / 10,000 images, 32x32 RGB, fine labels) from cifar-100-python/ under the data root."""
-    base = need_file(Path(root) / CIFAR100_FOLDER, "CIFAR-100 python folder (cifar-100-python.tar.gz extracted)")
+    base = _folder(root, CIFAR100_FOLDER, "CIFAR-100 python folder (cifar-100-python.tar.gz extracted)")
     train_file, test_file, meta = _files(base, ["train", "test", "meta"])
     train = read_batches([train_file], b"fine_labels", 100)
     test = read_batches([test_file], b"fine_labels", 100)

@@ -1,7 +1,8 @@
 """Fashion-MNIST from its IDX files (60,000 / 10,000 images, 28x28 gray, 10 classes).
 
 Files `{train,t10k}-{images-idx3,labels-idx1}-ubyte`, plain or `.gz`, are looked
-for in `<data root>/fashion-mnist/` and then in Debian's
+for in `<data root>/fashion-mnist/`, then in torchvision's `<data root>/FashionMNIST/raw/`
+(what `torchvision.datasets.FashionMNIST(root)` leaves behind), then in Debian's
 /usr/share/datasets/fashion-mnist/ (package dataset-fashion-mnist).
 IDX: big-endian; images have a 16-byte header (magic 2051, count, rows, cols),
 labels an 8-byte header (magic 2049, count), then one unsigned byte per pixel / label.
@@ -17,6 +18,7 @@ from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_da
 from glag.data.errors import GlagError
 
 FOLDER = "fashion-mnist"
+TORCHVISION_FOLDER = "FashionMNIST/raw"            # torchvision.datasets.FashionMNIST's layout under its root
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"   # where the Debian package installs the files
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -28,12 +30,13 @@ def load_fashion_mnist(root: Path, system_dir: str | None = DEBIAN_DIR) -> RawDa
     """Read Fashion-MNIST into memory.
 
     Args:
-        root: the data root; its fashion-mnist/ folder is searched first.
+        root: the data root; its fashion-mnist/, then FashionMNIST/raw/ folders are searched first.
         system_dir: second place to look (None: only the data root).
     Returns:
         RawDataset with (N, 28, 28, 1) uint8 train / test images; no official val.
     """
-    folder = _find_folder([Path(root) / FOLDER] + ([Path(system_dir)] if system_dir else []))
+    candidates = [Path(root) / FOLDER, Path(root) / TORCHVISION_FOLDER] + ([Path(system_dir)] if system_dir else [])
+    folder = _find_folder(candidates)
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = read_idx_images(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
@@ -49,11 +52,13 @@ def load_fashion_mnist(root: Path, system_dir: str | None = DEBIAN_DIR) -> RawDa
 
 
 def _find_folder(candidates: list) -> Path:
-    """The first folder that holds the train images file (plain or gzipped); else the data root's (-> error)."""
+    """The first folder that holds the train images file (plain or gzipped); else an error naming them all."""
     for folder in candidates:
         if any((folder / f"train-images-idx3-ubyte{ext}").exists() for ext in ("", ".gz")):
             return folder
-    return candidates[0]
+    raise GlagError(f"Fashion-MNIST not found: no train-images-idx3-ubyte[.gz] in {', '.join(map(str, candidates))} "
+                    "(GLAG's, torchvision's and Debian's layouts); put the files there, point --data-root / "
+                    "GLAG_DATA at their parent or apt-get install dataset-fashion-mnist (see docs/datasets.md)")
 
 
 def _idx_file(folder: Path, stem: str) -> Path:

@@ -9,6 +9,12 @@ to the image root (default: the inat2018 folder, e.g.
 used both as the val split and as the test split (the published iNat numbers
 are val numbers), so val accuracy is not an independent estimate here.
 Images stay on disk as paths, decoded on demand (RGB, resized to image_size).
+
+torchvision's layout is accepted too: `torchvision.datasets.INaturalist(root, "2018")`
+extracts train_val2018.tar.gz as `<root>/2018/<super>/<id>/<hash>.jpg`, i.e. without
+the `train_val2018/` prefix of file_name. When no image_root is given and the images are
+not under inat2018/, they are looked for there (the JSON files still come from inat2018/:
+torchvision does not fetch them).
 """
 import json
 from pathlib import Path
@@ -19,6 +25,8 @@ from glag.data.datasets.base import ImageSet, RawDataset, need_file, register_da
 from glag.data.errors import GlagError
 
 FOLDER = "inat2018"
+TORCHVISION_FOLDER = "2018"                 # torchvision.datasets.INaturalist(root, version="2018")
+ARCHIVE_PREFIX = "train_val2018"            # first part of file_name, dropped by torchvision's extraction
 
 
 def read_coco(path: Path) -> dict:
@@ -53,6 +61,14 @@ def coco_split(path: Path, coco: dict, label_of: dict, image_root: Path) -> Imag
                     paths=[p for p, _ in rows])
 
 
+def _torchvision_paths(split: ImageSet, base: Path, folder: Path) -> ImageSet:
+    """The split's paths moved from base/train_val2018/... to torchvision's folder/... (prefix dropped)."""
+    def move(path):
+        parts = Path(path).relative_to(base).parts
+        return folder.joinpath(*(parts[1:] if parts and parts[0] == ARCHIVE_PREFIX else parts))
+    return ImageSet(labels=split.labels, paths=[move(p) for p in split.paths], index=split.index)
+
+
 @register_dataset("inat2018")
 def load_inat2018(root: Path, image_root: str | None = None, image_size: int = 224) -> RawDataset:
     """Read iNaturalist 2018 (file paths, decoded lazily).
@@ -76,8 +92,11 @@ def load_inat2018(root: Path, image_root: str | None = None, image_size: int = 2
     label_of = {cid: k for k, (cid, _) in enumerate(categories)}
     train = coco_split(train_file, train_coco, label_of, images)
     val = coco_split(val_file, val_coco, label_of, images)
+    if not image_root and not Path(train.paths[0]).exists() and (Path(root) / TORCHVISION_FOLDER).is_dir():
+        train, val = (_torchvision_paths(s, base, Path(root) / TORCHVISION_FOLDER) for s in (train, val))
     if not Path(train.paths[0]).exists():
-        raise GlagError(f"{train.paths[0]}: first image of train2018.json not found; set the reader's image_root "
-                        "option to the folder its file_name entries are relative to")
+        raise GlagError(f"{train.paths[0]}: first image of train2018.json not found (looked under {base} and "
+                        f"torchvision's {Path(root) / TORCHVISION_FOLDER}); set the reader's image_root option to "
+                        "the folder its file_name entries are relative to")
     return RawDataset(name="inat2018", class_names=[name for _, name in categories], train=train,
                       val=val, test=val, channels=3, image_size=image_size, listed_long_tail=True)

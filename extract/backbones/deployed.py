@@ -16,7 +16,7 @@ from glag.data.errors import GlagError
 from glag.data.tukey import tukey_transform
 
 from .classifier import Classifier
-from .registry import BACKBONES, build_backbone
+from .registry import BACKBONES, build_backbone, is_backbone
 
 SPACES = ("raw", "tukey")
 
@@ -84,8 +84,9 @@ def load_deployed(path, map_location="cpu", normalise: bool = True) -> DeployedM
     if head.get("kind") != "linear" or head.get("space") not in SPACES:
         raise GlagError(f"{path}: head {head.get('kind')!r} in space {head.get('space')!r} is not known to this "
                         f"version (linear heads in {SPACES}); update GLAG")
-    if obj["backbone"] not in BACKBONES:
-        raise GlagError(f"{path}: backbone {obj['backbone']!r} is not registered here ({sorted(BACKBONES)})")
+    if not is_backbone(obj["backbone"]):   # torchvision:<model> is rebuilt from this torchvision's builders
+        raise GlagError(f"{path}: backbone {obj['backbone']!r} is not known here ({sorted(BACKBONES)} or "
+                        "torchvision:<model>)")
     net = Classifier(build_backbone(obj["backbone"], obj["in_channels"], obj["image_size"]), obj["num_classes"])
     try:
         net.load_state_dict(obj["state_dict"])

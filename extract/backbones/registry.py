@@ -1,7 +1,15 @@
-"""The backbone registry: name -> builder(in_channels, image_size) -> feature extractor."""
+"""The backbone registry: name -> builder(in_channels, image_size) -> feature extractor.
+
+Besides the registered names, `torchvision:<name>` builds any classification model of
+torchvision.models without its head (torchvision_models.py); it is resolved when built, so
+BACKBONES lists only GLAG's own backbones.
+"""
+import click
 from torch import nn
 
 from glag.data.registry import registrar
+
+from .torchvision_models import PREFIX, build_torchvision, check_name
 
 BACKBONES: dict = {}
 
@@ -10,22 +18,50 @@ BACKBONES: dict = {}
 register_backbone = registrar(BACKBONES, "backbone")
 
 
+def is_backbone(name: str) -> bool:
+    """A registered name or `torchvision:<a torchvision classification model>`."""
+    if name.startswith(PREFIX):
+        try:
+            check_name(name)
+        except Exception:   # GlagError; the caller words its own message
+            return False
+        return True
+    return name in BACKBONES
+
+
 def build_backbone(name: str, in_channels: int, image_size: int) -> nn.Module:
     """Build a randomly initialised feature extractor.
 
     Args:
-        name: a key of BACKBONES.
+        name: a key of BACKBONES, or `torchvision:<model>`.
         in_channels: image channels Cin (1 for gray, 3 for RGB).
         image_size: side H = W of the (square) training crops.
     Returns:
         nn.Module with attribute `feature_dim` (D) whose forward maps (B, Cin, H, W) to
         (B, D) features that are post-ReLU and globally average-pooled, hence >= 0.
     """
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    if name not in BACKBONES and not name.startswith(PREFIX):
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)} or {PREFIX}<model>")
     if in_channels < 1 or image_size < 1:
         raise ValueError(f"backbone {name!r} needs in_channels >= 1 and image_size >= 1, "
                          f"got {in_channels} and {image_size}")
-    model = BACKBONES[name](in_channels, image_size)
+    model = build_torchvision(name, in_channels, image_size) if name.startswith(PREFIX) \
+        else BACKBONES[name](in_channels, image_size)
     model.feature_dim = int(model.feature_dim)
     return model
+
+
+class BackboneName(click.Choice):
+    """click type of --backbone: a registered name, or `torchvision:<model>` checked against torchvision."""
+
+    def __init__(self):
+        super().__init__(sorted(BACKBONES) + [f"{PREFIX}<model>"])
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith(PREFIX):
+            try:
+                check_name(value)
+            except Exception as e:   # GlagError -> click's one-line usage error
+                self.fail(str(e), param, ctx)
+            return value
+        return super().convert(value, param, ctx)

@@ -90,7 +90,7 @@ def read_saved_config(path) -> dict:
 
 
 # Keys of a saved config that name where its output went, not how it was made: never reused.
-_NOT_REUSED = ("out", "run", "overwrite", "dump_only", "resume", "current")
+_NOT_REUSED = ("out", "run", "overwrite", "dump_only", "resume", "current", "tensorboard")
 
 
 def config_option(fn):

@@ -11,11 +11,11 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import click
 
 from glag.data.errors import GlagError
+from glag.parallel import BACKENDS, check as check_backend
 
 from .group import GROUP_AUTO, dry_run_lines, group_size, run_group_step, stage_one_groups
 from .plan import experiment_dir, parse_tool_args, plan, to_argv
@@ -44,7 +44,13 @@ OPTIONS = [
     click.option("--group-stage-one", default=GROUP_AUTO, show_default=True,
                  help="Stage-one runs trained together on one device (glag-extract-group): auto = all of a dataset's "
                       "on CUDA, none on the CPU; 0 = all, 1 = one run at a time, K = groups of at most K."),
-    click.option("--jobs", default=2, show_default=True, help="Stage-two runs of one bank in parallel (processes)."),
+    click.option("--jobs", default=2, show_default=True, help="Stage-two runs of one bank in parallel."),
+    # threading by default: each step is already its own subprocess, a thread only waits on it
+    click.option("--backend", type=click.Choice(BACKENDS), default="threading", show_default=True,
+                 help="Where stage-two steps run: threading (subprocesses of this machine), loky, or dask (a Dask "
+                      "cluster, the [dask] extra; workers must see the same files)."),
+    click.option("--scheduler", default="", show_default=True,
+                 help="--backend dask: address of a running scheduler; empty: a local cluster of --jobs workers."),
     click.option("--dry-run", is_flag=True, default=False, show_default=True,
                  help="List the steps, done or to run, and their commands; run nothing."),
     click.option("--verbose/--quiet", default=False, show_default=True,
@@ -93,10 +99,13 @@ def resolve(options: dict) -> list:
     check_names(losses, methods, "--losses / --methods")
     if options["jobs"] < 1:
         raise GlagError(f"--jobs {options['jobs']}: must be >= 1")
+    backend, scheduler = options.get("backend", "threading"), options.get("scheduler", "")
+    check_backend(backend, scheduler)
     tools = {t: dict(getattr(recipe, t), **parse_tool_args(options[f"{t}_args"], t)) for t in STAGE_TOOLS}
     base = dict(recipe=recipe.name, dataset=recipe.dataset, note=recipe.note, losses=losses, methods=methods,
                 seeds=_seeds(options["seeds"], recipe.seeds), runs_root=options["runs_root"],
                 data_root=options["data_root"], jobs=options["jobs"], verbose=options["verbose"],
+                backend=backend, scheduler=scheduler,
                 group_stage_one=group_size(options.get("group_stage_one", GROUP_AUTO), torch.cuda.is_available()),
                 **tools)
     if not base["seeds"]:
@@ -162,9 +171,26 @@ def run_step(step, number: str, verbose: bool) -> None:
     click.echo(f"{number} {step.label}: finished in {time.time() - started:,.0f}s", err=True)
 
 
-def execute(steps: list, jobs: int, verbose: bool, groups=()) -> None:
+def _run_step_safely(step, number: str, verbose: bool):
+    """run_step for a joblib worker: the error as text (one failed run must not cancel its siblings)."""
+    try:
+        run_step(step, number, verbose)
+    except GlagError as e:
+        return str(e)
+    return None
+
+
+def execute(steps: list, jobs: int, verbose: bool, groups=(), backend: str = "threading",
+            scheduler: str = "") -> None:
     """Run a plan: the stage-one groups first (if any), then per bank stage one (skipped once a group wrote
-    it) and the store in order, then its stage-two runs `jobs` at a time."""
+    it) and the store in order, then its stage-two runs `jobs` at a time on the joblib `backend`."""
+    from glag.parallel import backend as parallel_backend
+    with parallel_backend(backend, scheduler, jobs):
+        _execute(steps, jobs, verbose, groups)
+
+
+def _execute(steps: list, jobs: int, verbose: bool, groups) -> None:
+    from joblib import Parallel, delayed        # Parallel takes the backend of the enclosing context
     for group in groups:
         run_group_step(group, verbose, launch, command)
     total = len(steps)
@@ -175,9 +201,7 @@ def execute(steps: list, jobs: int, verbose: bool, groups=()) -> None:
         for n, s in (x for x in mine if x[1].tool != "classify"):
             run_step(s, n, verbose)
         runs = [x for x in mine if x[1].tool == "classify"]
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(run_step, s, n, verbose) for n, s in runs]
-        errors = [str(f.exception()) for f in futures if f.exception() is not None]
+        errors = [e for e in Parallel(n_jobs=jobs)(delayed(_run_step_safely)(s, n, verbose) for n, s in runs) if e]
         if errors:
             raise GlagError(" | ".join(errors))
 
@@ -215,6 +239,6 @@ def run_reproduce(options: dict) -> list:
             continue
         click.echo(f"reproduce {cfg['recipe']} -> {where}: {len(cfg['losses'])} losses x {len(cfg['seeds'])} seeds, "
                    f"{len(steps)} steps", err=True)
-        execute(steps, cfg["jobs"], cfg["verbose"], groups)
+        execute(steps, cfg["jobs"], cfg["verbose"], groups, cfg["backend"], cfg["scheduler"])
         folders.append(write_results(where / "results", steps, cfg))
     return folders
