@@ -15,7 +15,7 @@
 # DRY_RUN=1 runs the same steps on the CPU in seconds (digits, tiny epochs, no archive); CI runs it.
 # Env: OUT (default $OUT or runs/gpu_matrix), EPOCHS (default: the recipe's 200, capped to what fits),
 #      TOTAL_S (wall budget of the whole script, default 540), LOSSES, SEEDS (comma-separated), VIEWS (8),
-#      PROBE_EPOCHS (2), IM (100; DRY_RUN 10), DEVICE (cuda), PYTHON (python3), COMPILE=1 (torch.compile),
+#      PROBE_EPOCHS (2), IM (100; DRY_RUN 10), DEVICE (cuda), PYTHON (python3), COMPILE=1 (torch.compile; COMPILE_MODE, default reduce-overhead = CUDA graphs),
 #      BENCH=0 (skip bench_group.py), KEEP_CKPT=1 (keep the checkpoints), MAX_GROUP (glag-extract-group
 #      --max-group), VIEW_FACTOR (train rows / all un-augmented rows, 0.55 for CIFAR-10-LT IM 100).
 set -euo pipefail
@@ -42,7 +42,7 @@ else
   common=(--dataset cifar10-jpeg --data-root "$DATA" --im "$IM" --device "${DEVICE:-cuda}" --threads 4 --no-resume)
   bench=(--device "${DEVICE:-cuda}" --batch-size 128 --groups 1,5,15 --steps 10 --rounds 2)
 fi
-[[ "${COMPILE:-0}" == 1 ]] && common+=(--compile)
+[[ "${COMPILE:-0}" == 1 ]] && common+=(--compile --compile-mode "${COMPILE_MODE:-reduce-overhead}")
 [[ -n "${MAX_GROUP:-}" ]] && common+=(--max-group "$MAX_GROUP")
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"

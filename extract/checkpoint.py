@@ -20,7 +20,7 @@ FORMAT = STAGE_ONE_FORMAT
 # dumped, so a finished checkpoint takes any --views (that is how old banks get views). --decode picks
 # where JPEGs are decoded: the images differ only in rounding (IDCT, resampling; docs/stage-one.md), like
 # bf16 vs fp32 under --amp, so a run may resume on a machine with or without a GPU decoder.
-RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
+RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "compile_mode", "out", "dump_only", "resume", "data_root", "groups",
                           "stop_after_epochs", "workers", "preload_mb", "dump_batch_size", "current", "tensorboard",
                           "views", "views_dtype", "views_logits", "decode"})
 # Settings added after checkpoints were first written, with the value an older checkpoint trained with.

@@ -29,7 +29,7 @@ from glag.extract.group import GroupedClassifier, merge_optimizer_states, split,
 from glag.extract.losses import LOSSES
 from glag.extract.loaders import epoch_order, seeded, split_batches
 from glag.cli.tensorboard import NoBoard
-from glag.extract.trainer import (board_scalars, build_optimizer, check_compiler, cosine_with_warmup, epoch_line,
+from glag.extract.trainer import (board_scalars, build_optimizer, compile_model, cosine_with_warmup, epoch_line,
                                   epoch_record, local_batch, steps_per_epoch)
 
 # Settings a run of a group may have of its own: the loss and its options, the seed, where it goes, its
@@ -101,8 +101,7 @@ class GroupTrainer:
         self.model = GroupedClassifier([r.model for r in runs]).to(ctx.device, memory_format=torch.channels_last)
         self.net = self.model
         if self.cfg["compile"]:
-            check_compiler(ctx)
-            self.net = torch.compile(self.model, dynamic=False)   # static shapes, as Trainer (extract/trainer.py)
+            self.net = compile_model(self.model, self.cfg, ctx)   # as Trainer (extract/trainer.py)
         self.transforms = [BatchTransform(r.cfg, image_size, train=True) for r in runs]
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scheduler = cosine_with_warmup(self.optimizer, steps_per_epoch(len(images), self.cfg, 1), self.cfg)

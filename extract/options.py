@@ -17,6 +17,7 @@ from glag.extract.distributed import AMP, DEVICES
 from glag.extract.gpu_decode import DECODE
 from glag.extract.loaders import SAMPLERS
 from glag.extract.losses import LOSSES, loss_options
+from glag.extract.trainer import COMPILE_MODES
 
 RECIPE = "recipe"
 
@@ -90,6 +91,8 @@ OPTIONS = [
     _opt("--amp", type=click.Choice(AMP), default="auto",
          help="bf16 autocast; auto = on CUDA only. bf16 on a CPU with AMX/AVX512-BF16 trains about 2x faster."),
     _opt("--compile/--no-compile", default=False, help="torch.compile the model."),
+    _opt("--compile-mode", type=click.Choice(COMPILE_MODES), default="default",
+         help="torch.compile mode with --compile; reduce-overhead captures CUDA graphs (GPU only)."),
     _opt("--out", type=click.Path(dir_okay=False), default=None,
          show_default="runs/<dataset>-im<IM>/<loss>/seed<seed>/bank.h5",
          help="Bank to write; the checkpoint goes beside it (<name>.ckpt.pt)."),

@@ -167,6 +167,24 @@ def test_compiled_training_matches_eager(tmp_path):
         assert bank.config["compile"] is True and np.isfinite(bank.load("test")["features"]).all()
 
 
+def test_compile_mode_reaches_torch_compile_and_reduce_overhead_falls_back_off_cuda(monkeypatch):
+    """--compile-mode reduce-overhead (CUDA graphs) is passed to torch.compile on a GPU only; the CPU has no
+    graphs to capture and gets the default mode. An unknown mode is one line."""
+    from types import SimpleNamespace
+
+    from glag.data.errors import GlagError
+    from glag.extract.trainer import compile_model
+    seen = []
+    monkeypatch.setattr("torch.compile", lambda net, **kw: seen.append(kw) or net)
+    monkeypatch.setattr("glag.extract.trainer.check_compiler", lambda ctx: None)
+    for cuda, mode in ((True, "reduce-overhead"), (False, "reduce-overhead"), (False, "max-autotune"), (False, None)):
+        compile_model(object(), {"compile_mode": mode}, SimpleNamespace(cuda=cuda))
+    assert [kw["mode"] for kw in seen] == ["reduce-overhead", "default", "max-autotune", "default"]
+    assert all(kw["dynamic"] is False for kw in seen)
+    with pytest.raises(GlagError, match="--compile-mode"):
+        compile_model(object(), {"compile_mode": "fast"}, SimpleNamespace(cuda=False))
+
+
 def test_compile_without_a_cpp_compiler_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))                # no g++, c++ or clang++ here
     monkeypatch.delenv("CXX", raising=False)

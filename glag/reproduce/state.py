@@ -17,7 +17,7 @@ from glag.data.store import Store
 
 # Options that do not change what stage one computes (mirrors glag.extract.checkpoint.RUNTIME_KEYS, which
 # classify may not import); "out" and "data_root" name places, not results.
-RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "out", "dump_only", "resume", "data_root", "groups",
+RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "compile_mode", "out", "dump_only", "resume", "data_root", "groups",
                           "stop_after_epochs", "workers", "preload_mb", "dump_batch_size", "current", "tensorboard",
                           "decode"})
 # What the dump adds to a trained model: a bank must have them, its checkpoint need not (a dump adds them).
