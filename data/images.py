@@ -33,16 +33,21 @@ def decode_image(path, channels: int = 3, size: int | None = None) -> np.ndarray
         raise ValueError(f"channels must be one of {sorted(MODES)}, got {channels}")
     try:
         with Image.open(path) as im:
-            im = im.convert(MODES[channels])
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            return to_array(im, channels, size)
     except FileNotFoundError:
         raise GlagError(f"{path}: image file not found; the dataset's file list and its image root disagree "
                         "(check the image-root option or re-extract the dataset)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         # Pillow reports truncated or foreign files as OSError / SyntaxError
         raise GlagError(f"{path}: not a readable image ({type(e).__name__}: {e}); replace or remove the file") from None
+
+
+def to_array(im: Image.Image, channels: int, size: int | None = None) -> np.ndarray:
+    """An opened PIL image as decode_image returns a file: (H, W, channels) uint8, converted and resized."""
+    im = im.convert(MODES[channels])
+    if size is not None and im.size != (size, size):
+        im = im.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr.reshape(arr.shape[0], arr.shape[1], channels)
 
 

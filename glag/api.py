@@ -160,7 +160,7 @@ def _image(image, channels: int, size: int):
     import numpy as np
     from PIL import Image
 
-    from glag.data.images import MODES, decode_image
+    from glag.data.images import decode_image, to_array
     if isinstance(image, (str, Path)):
         return decode_image(image, channels, size)
     if isinstance(image, np.ndarray):
@@ -173,7 +173,4 @@ def _image(image, channels: int, size: int):
         image = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
     if not isinstance(image, Image.Image):
         raise GlagError(f"predict: {type(image).__name__} is not an image (a path, a PIL image or a uint8 array)")
-    image = image.convert(MODES[channels])
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
+    return to_array(image, channels, size)

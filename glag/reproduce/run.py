@@ -94,7 +94,8 @@ def resolve(options: dict) -> list:
     """The reproduction configs (one per imbalance ratio) from the command's options."""
     import torch
     dataset = options["dataset"] or (os.environ.get("DATASET", "") if options["recipe"] == "auto" else "")
-    recipe = find_recipe(options["recipe"], dataset, torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    recipe = find_recipe(options["recipe"], dataset, cuda)
     losses, methods = _names(options["losses"], recipe.losses), _names(options["methods"], recipe.methods)
     check_names(losses, methods, "--losses / --methods")
     if options["jobs"] < 1:
@@ -106,7 +107,7 @@ def resolve(options: dict) -> list:
                 seeds=_seeds(options["seeds"], recipe.seeds), runs_root=options["runs_root"],
                 data_root=options["data_root"], jobs=options["jobs"], verbose=options["verbose"],
                 backend=backend, scheduler=scheduler,
-                group_stage_one=group_size(options.get("group_stage_one", GROUP_AUTO), torch.cuda.is_available()),
+                group_stage_one=group_size(options.get("group_stage_one", GROUP_AUTO), cuda),
                 **tools)
     if not base["seeds"]:
         raise GlagError(f"--seeds {options['seeds']!r}: no seed")
