@@ -31,6 +31,8 @@ import torch.nn.functional as F
 
 from glag.data.registry import registrar
 
+from .evaluate import per_class_accuracy, predict
+
 BETA_RULES: dict = {}
 register_beta_rule = registrar(BETA_RULES, "AD rule")
 
@@ -47,7 +49,6 @@ class SignRule:
         return []
 
     def step_for(self, heads, val, values, tail, probe_values) -> np.ndarray:
-        from .evaluate import per_class_accuracy
         acc = per_class_accuracy(heads[0], val, len(values))[tail]
         move = np.zeros(len(tail)) if self.prev is None else np.nan_to_num(np.sign(acc - self.prev))
         self.prev = acc
@@ -109,12 +110,14 @@ def val_loss_slope(head_hi, head_lo, val, tail, span, criterion: str = "accuracy
         columns do not carry (head-class columns reacting) is shared evenly among the tail classes.
     """
     head_hi.eval(), head_lo.eval()
-    z_hi, z_lo = head_hi(val.features).double(), head_lo(val.features).double()        # (N, C)
-    C, rows = z_hi.shape[1], torch.arange(len(val.labels))
+    C = head_hi(val.features[:1]).shape[1]
     counts = torch.bincount(val.labels, minlength=C).double()
     w = 1.0 / (counts[val.labels] * (counts > 0).sum())                                # balanced rows
-    if criterion == "accuracy":
-        return accuracy_slope(z_hi.argmax(1), z_lo.argmax(1), val.labels, w, tail, span, C)
+    if criterion == "accuracy":                                                        # predictions only, chunked
+        return accuracy_slope(predict(head_hi, val.features), predict(head_lo, val.features), val.labels, w, tail,
+                              span, C)
+    z_hi, z_lo = head_hi(val.features).double(), head_lo(val.features).double()        # (N, C)
+    rows = torch.arange(len(val.labels))
     mid = (z_hi + z_lo) / 2
     T = calibrated_temperature(mid, val.labels, w) if criterion == "soft_error" else 1.0
     p_mid = torch.softmax(mid / T, dim=1)

@@ -13,7 +13,8 @@ from glag.data.errors import GlagError
 from glag.data.provenance import config_json
 from glag.data.splits import RULES
 
-from .batches import views_to_use
+from .plan import epoch_size
+from .rows import views_to_use
 
 AUTO = "auto"
 
@@ -37,13 +38,19 @@ OPTIONS = {
     "views": (AUTO, "Augmented train views (glag-extract --views): heads that train draw one per row per epoch; "
                     "auto: every view the bank holds, 0: the un-augmented rows."),
     "loss": ("ce", "Stage-two loss (loss_CE of Eq. 11), any stage-one loss by name."),
-    "epochs": (40, "Stage-two training epochs; GLAG's epoch e reads the store's block e (cycling)."),
+    "epochs": (40, "Stage-two training epochs; GLAG draws fresh synthetic rows every epoch."),
+    "epoch_size": ("real", "Sampler draws per epoch from the real + synthetic pool (each class synthetic at its gap "
+                           "rate): real (as many as the bank's train rows), pool (as many as the gap-rule pool "
+                           "holds: C x N_max with the full gap) or a number. Without synthetic rows every value is "
+                           "len(train)."),
     "batch_size": (512, "Rows per SGD step."),
     "lr": (0.2, "Initial learning rate (cosine schedule to 0)."),
     "momentum": (0.9, "SGD momentum."),
     "weight_decay": (5e-4, "SGD weight decay."),
     "seed": (0, "Seed for head initialisation, sampling and gamma noise."),
-    "device": (AUTO, "cpu, cuda, cuda:N, or auto (cuda when available)."),
+    "device": (AUTO, "cpu, cuda, cuda:N, or auto (cuda when available): where rows, generator and heads live."),
+    "amp": ("none", "bf16: head and generator matrix products in bfloat16 (GPUs, AMX CPUs; docs/stage-two.md has "
+                    "what it changes), none: float32."),
     "threads": (0, "CPU threads for torch; 0: one for small heads (D * C < 2^20: threads cost more than they "
                    "give there, and thrash when other processes share the cores), else torch's setting."),
     "groups": ("bank", f"Many/medium/few rule: bank (the bank config's 'groups', else auto) or one of {list(RULES)}."),
@@ -82,7 +89,7 @@ OPTIONS = {
                         "tensorboard extra: pip install 'glag[tensorboard]'); empty: none."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }
-CHOICES = {"space": ("raw", "tukey"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
+CHOICES = {"space": ("raw", "tukey"), "amp": ("none", "bf16"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
            "ad_rule": ("paired", "sign"), "ad_criterion": ("accuracy", "soft_error", "ce"), "linear_init": ("scratch", "stage1"),
            "ncm_metric": ("cosine", "euclidean"), "kd_form": (AUTO, "convex", "linear", "concave")}
 AUTO_FLOATS = ("tukey_lambda", "beta_init", "gamma", "kd_c", "kd_s")
@@ -162,6 +169,7 @@ def check(cfg: dict, bank) -> None:
                         "act on raw features; use --space raw (or --head linear --linear-init scratch)")
     if not cfg["beta_min"] <= cfg["beta_max"]:
         raise GlagError(f"--beta-min {cfg['beta_min']} > --beta-max {cfg['beta_max']}")
+    epoch_size(cfg["epoch_size"], 1, 1)                  # real, pool or a number >= 1, named if not
     for key in ("epochs", "batch_size"):
         if cfg[key] < (1 if key == "batch_size" else 0):
             raise GlagError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")

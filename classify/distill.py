@@ -54,11 +54,17 @@ class DistillObjective(nn.Module):
         if self.kd:
             self.alpha = alpha_t(epoch, self.total_epochs, self.form, self.c, self.s)      # Eq. (3)
 
-    def forward(self, logits: Tensor, target: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Args: logits, teacher (B, C); target (B,). Returns: (total, ce, kd) scalars."""
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether this epoch's loss reads teacher logits (KD on, alpha > 0)."""
+        return self.kd and self.alpha != 0.0
+
+    def forward(self, logits: Tensor, target: Tensor, teacher: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Args: logits (B, C); target (B,); teacher (B, C), or (n, C) for the n head-class rows only, in
+        row order (the trainer computes only those). Returns: (total, ce, kd) scalars."""
         ce = self.base(logits, target)
-        if not self.kd or self.alpha == 0.0:
+        if not self.needs_teacher:
             return ce, ce.detach(), torch.zeros((), device=logits.device)
         rows = self.head_classes[target]                                                   # (B,) head rows
-        kd = kd_loss(logits[rows], teacher[rows], self.temperature)
+        kd = kd_loss(logits[rows], teacher if len(teacher) != len(target) else teacher[rows], self.temperature)
         return ce + self.alpha * kd, ce.detach(), kd.detach()                              # Eq. (11)

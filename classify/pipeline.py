@@ -1,6 +1,9 @@
 """One stage-two fit from a resolved config: rows, head, objective, beta; train, calibrate, evaluate.
 
-Reads the bank and the store, writes nothing (run.py writes the run folder).
+Reads the bank and the store, writes nothing (run.py writes the run folder). Each bank split
+is read once, in its stored type, and only where the method needs it: a post-hoc head reads
+val (and test, a chunk at a time), never the train split; a trained head reads the train
+features and labels, never the N x C train logits (the KD teacher is W f + b per batch).
 """
 from dataclasses import dataclass, field
 
@@ -8,15 +11,17 @@ import numpy as np
 import torch
 
 from glag.data.errors import GlagError
-from glag.data.splits import shot_groups
+from glag.data.splits import group_accuracy, shot_groups
 from glag.extract.losses import build_loss
 
-from .batches import SyntheticRows, load_real, load_train
 from .beta import AdaptiveBeta
 from .distill import DistillObjective
-from .evaluate import split_metrics
+from .evaluate import predict, split_metrics
 from .heads import HeadContext, build_head
-from .trainer import train_head
+from .memory import check_memory
+from .rows import load_split, load_train, split_chunks, to_space
+from .synthetic import SyntheticRows
+from .trainer import autocast, train_head
 
 
 @dataclass
@@ -70,11 +75,12 @@ def _fit(cfg, bank, store, progress):
     groups = shot_groups(bank.train_counts, cfg["groups"])
     tail = tail_classes(bank, store, groups)
     gen = torch.Generator().manual_seed(cfg["seed"])
-    ctx = HeadContext(*(t.numpy() for t in _stage1(bank, "cpu")), bank.train_counts, cfg["seed"])
+    stage1 = _stage1(bank, device)
+    ctx = HeadContext(*(t.cpu().numpy() for t in stage1), bank.train_counts, cfg["seed"])
     head = build_head(cfg["head"], ctx, cfg).to(device)
-    real = load_train(bank, cfg, device, _stage1(bank, device)) if head.trainable else \
-        load_real(bank, "train", space, lam, device, teacher=True)
-    val = load_real(bank, "val", space, lam, device) if "val" in bank.splits else None
+    check_memory(cfg, bank, store, head, progress)
+    real = load_train(bank, cfg, device, cfg["views"]) if head.trainable or head.needs_train_rows else None
+    val = load_split(bank, "val", space, lam, device) if "val" in bank.splits else None
     beta = synth = None
     history = []
     if head.trainable:
@@ -85,21 +91,31 @@ def _fit(cfg, bank, store, progress):
                                 adaptive=cfg["ad"], rule=cfg["ad_rule"], delta=cfg["ad_delta"],
                                 momentum=cfg["ad_momentum"], warmup=cfg["ad_warmup"], pool=cfg["ad_pool"],
                                 criterion=cfg["ad_criterion"])
-            synth = SyntheticRows(store, space, store.attrs.get("tukey_lambda", lam), _stage1(bank, device),
-                                  cfg["gamma"], cfg["gamma_mode"], gen, device)
+            synth = SyntheticRows(store, space, cfg["gamma"], cfg["gamma_mode"], cfg["seed"], device,
+                                  "bfloat16" if cfg["amp"] == "bf16" else "float32")
         head_mask = np.ones(C, dtype=bool)
         head_mask[tail] = False
         history = train_head(head, _objective(bank, cfg, head_mask, device), real, synth, beta, val, cfg, gen,
-                             progress=progress)
-    base = getattr(real, "base", real)
-    calib = head.calibrate((base.features, base.labels), (val.features, val.labels) if val is not None else None)
-    metrics = {"val": split_metrics(head, val, groups) if val is not None else None,
-               "test": split_metrics(head, load_real(bank, "test", space, lam, device), groups),
-               "calibration": calib, "groups": {"rule": cfg["groups"], "of_class": groups.tolist()},
-               "tail_classes": tail.tolist(), "train_counts": bank.train_counts.tolist(),
-               "class_names": bank.class_names, "stage1": bank.metrics, "notes": run_notes(cfg, bank)}
-    embed = embed_sample(base, synth, beta, groups, cfg, gen) if cfg["plots"] else {}
+                             stage1, progress=progress)
+    train = (to_space(real.features, space, lam), real.labels) if head.needs_train_rows else None
+    calib = head.calibrate(train, (val.features, val.labels) if val is not None else None)
+    with autocast(cfg, device):
+        metrics = {"val": split_metrics(head, val, groups) if val is not None else None,
+                   "test": _chunked_metrics(head, bank, cfg, groups)}
+    metrics.update(calibration=calib, groups={"rule": cfg["groups"], "of_class": groups.tolist()},
+                   tail_classes=tail.tolist(), train_counts=bank.train_counts.tolist(), class_names=bank.class_names,
+                   stage1=bank.metrics, notes=run_notes(cfg, bank))
+    embed = embed_sample(real, synth, beta, groups, cfg) if cfg["plots"] and real is not None else {}
     return Fit(head, metrics, history, beta, embed)
+
+
+def _chunked_metrics(head, bank, cfg, groups) -> dict:
+    """Accuracy on the test split, scored a chunk at a time from disk."""
+    preds, labels = [], []
+    for rows in split_chunks(bank, "test", cfg["space"], cfg["tukey_lambda"], cfg["device"]):
+        preds.append(predict(head, rows.features).cpu().numpy())
+        labels.append(rows.labels.cpu().numpy())
+    return group_accuracy(np.concatenate(preds), np.concatenate(labels), groups)
 
 
 def run_notes(cfg: dict, bank) -> list:
@@ -111,25 +127,27 @@ def run_notes(cfg: dict, bank) -> list:
     return notes
 
 
-def embed_sample(real, synth, beta, groups, cfg, gen, per_class: int = 60) -> dict:
+def embed_sample(real, synth, beta, groups, cfg, per_class: int = 60) -> dict:
     """A few classes' rows for the t-SNE plot: half most, half least frequent; synthetic rows of the last epoch.
 
     Returns: {"features": (n, D), "labels": (n,), "synthetic": (n,) bool} as numpy.
     """
-    counts = torch.bincount(real.labels.cpu(), minlength=len(groups)).numpy()
+    y = real.labels.cpu().numpy()
+    counts = np.bincount(y, minlength=len(groups))
     order = np.argsort(-counts, kind="stable")
     k = max(1, cfg["tsne_classes"] // 2)
     classes = np.unique(np.concatenate([order[:k], order[::-1][:k]]))
-    parts = [(real, False)]
-    if synth is not None:
-        parts.append((synth.rows(cfg["epochs"] - 1, beta.values), True))
     feats, labels, flags = [], [], []
-    for rows, flag in parts:
-        y = rows.labels.cpu().numpy()
-        for c in classes:
-            idx = np.flatnonzero(y == c)[:per_class]
-            feats.append(rows.features[torch.as_tensor(idx, device=rows.labels.device)].cpu().numpy())
-            labels.append(y[idx])
-            flags.append(np.full(len(idx), flag))
+    for c in classes:
+        idx = np.flatnonzero(y == c)[:per_class]
+        raw = real.features[torch.as_tensor(idx, device=real.features.device)]
+        feats.append(to_space(raw, real.space, real.lam).cpu().numpy())
+        labels.append(y[idx])
+        flags.append(np.zeros(len(idx), bool))
+    if synth is not None:
+        x, lab = synth.sample(classes, per_class, beta.values, cfg["epochs"] - 1)
+        feats.append(x.cpu().numpy())
+        labels.append(lab.cpu().numpy())
+        flags.append(np.ones(len(lab), bool))
     return {"features": np.concatenate(feats).astype(np.float32), "labels": np.concatenate(labels),
             "synthetic": np.concatenate(flags)}

@@ -84,7 +84,7 @@ def run_stage2(options: dict, explicit=(), resume: bool = False, progress: bool 
                 return target
             if target.exists() and not cfg["overwrite"]:
                 raise GlagError(f"{target}: run folder exists; pass --overwrite or another --run name")
-            validate_bank(bank, logits=("train",), views=cfg["views"],
+            validate_bank(bank, views=cfg["views"],
                           lam=cfg["tukey_lambda"] if cfg["space"] == "tukey" else None,
                           fix="use --space raw (the default) or --tukey-lambda 1")
             for note in run_notes(cfg, bank):

@@ -1,5 +1,5 @@
-"""The stage-two epoch loop (paper §4.2, Eq. 11): SGD with momentum, cosine schedule, synthetic
-rows rebuilt every epoch with the current beta, beta adapted after every epoch.
+"""The stage-two epoch loop (paper Sec. 4.2, Eq. 11): SGD with momentum, cosine schedule, synthetic
+rows drawn every epoch and mixed with the current beta, beta adapted after every epoch.
 
 Heads train in lanes: the main head, plus the probe heads an AD rule asks for
 (classify/beta.py), all on the same rows in the same order with the same noise;
@@ -8,6 +8,7 @@ from its initial weights with the betas AD ended at, held fixed: the betas of th
 search come from probes that learned for the whole schedule, while the main head
 of the search learned most of what it knows before AD had moved them.
 """
+import contextlib
 import copy
 import time
 
@@ -16,9 +17,10 @@ import torch
 
 from glag.cli.util import echo_progress
 
-from .batches import SAMPLERS, concat
 from .evaluate import per_class_accuracy
 from .optim import SGD, cosine_lr
+from .plan import batches, plan_epoch
+from .rows import to_space
 
 
 class Lane:
@@ -30,32 +32,41 @@ class Lane:
         self.opt = SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
 
 
-def train_head(head, objective, real, synth, beta, val, cfg: dict, generator, progress: bool = True) -> list:
+def autocast(cfg: dict, device):
+    """bf16 autocast of the head GEMMs under --amp bf16, nothing otherwise."""
+    if cfg.get("amp", "none") != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def train_head(head, objective, real, synth, beta, val, cfg: dict, generator, stage1, progress: bool = True) -> list:
     """Train `head` for cfg["epochs"] epochs (twice with AD and cfg["ad_refit"]); returns the history.
 
     Args:
         head: a trainable HeadBase on cfg["device"].
         objective: DistillObjective (CE + alpha(T) KD on head classes).
-        real: TrainRows of the real train split.
-        synth: SyntheticRows or None (no synthetic rows).
+        real: rows.RealRows of the train split.
+        synth: synthetic.SyntheticRows or None (no synthetic rows).
         beta: AdaptiveBeta or None; updated from `val` after each epoch.
         val: Rows of the val split or None.
-        generator: torch.Generator for the sampler, view choice and gamma noise.
+        generator: torch.Generator (CPU) for the sampler and the view choice.
+        stage1: (W (C, D), b (C,)) of the stage-one head on the device: the KD teacher, on raw rows.
         progress: print a progress line on stderr about every tenth epoch.
     Returns:
         list of dicts, one per epoch: pass, epoch, lr, alpha, loss, ce, kd, rows, val_overall, seconds.
     """
     refit = bool(cfg.get("ad_refit")) and beta is not None and beta.probes > 0
     start = copy.deepcopy(head.state_dict()) if refit else None
-    history = _passes(head, objective, real, synth, beta, val, cfg, generator, progress, "search" if refit else "fit")
+    run = (objective, real, synth, val, cfg, generator, stage1, progress)
+    history = _passes(head, beta, *run, "search" if refit else "fit")
     if refit:
         head.load_state_dict(start)
         beta.freeze(average_last=cfg.get("ad_average", 0.0))
-        history += _passes(head, objective, real, synth, beta, val, cfg, generator, progress, "refit")
+        history += _passes(head, beta, *run, "refit")
     return history
 
 
-def _passes(head, objective, real, synth, beta, val, cfg, generator, progress, name) -> list:
+def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, progress, name) -> list:
     """One pass of the schedule over all lanes; the first lane is `head`."""
     E, C = cfg["epochs"], objective.head_classes.numel()
     lanes = [Lane(head, cfg)] + [Lane(copy.deepcopy(head), cfg) for _ in range(beta.probes if beta else 0)]
@@ -66,16 +77,18 @@ def _passes(head, objective, real, synth, beta, val, cfg, generator, progress, n
         for lane in lanes:
             lane.opt.lr = cosine_lr(cfg["lr"], epoch, E)
         betas = beta.lane_values() if beta is not None else [None]
-        sums, rows = _epoch(lanes, objective, real, synth, betas, epoch, cfg, C, generator)
-        record = dict(epoch=epoch, lr=lanes[0].opt.lr, alpha=objective.alpha, rows=rows,
+        plan = plan_epoch(real.labels.cpu(), C, real.count, synth, cfg, generator, epoch)
+        sums = _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1)
+        record = dict(epoch=epoch, lr=lanes[0].opt.lr, alpha=objective.alpha, rows=len(plan),
                       **dict(zip(("loss", "ce", "kd"), sums)))
         if name != "fit":
             record["pass"] = name
-        acc = per_class_accuracy(head, val, C) if val is not None else None
+        with autocast(cfg, cfg["device"]):
+            acc = per_class_accuracy(head, val, C) if val is not None else None
+            if beta is not None:
+                beta.update([lane.head for lane in lanes], val, betas)
         if acc is not None:
             record["val_overall"] = float(np.nanmean(acc))
-        if beta is not None:
-            beta.update([lane.head for lane in lanes], val, betas)
         record["seconds"] = round(time.perf_counter() - tick, 4)  # wall time of the epoch, evaluation included
         history.append(record)
         if progress and ((epoch + 1) % every == 0 or epoch + 1 == E):
@@ -84,23 +97,51 @@ def _passes(head, objective, real, synth, beta, val, cfg, generator, progress, n
     return history
 
 
-def _epoch(lanes, objective, real, synth, betas, epoch, cfg, C, generator):
-    """One epoch of every lane on one shared order; returns ([loss, ce, kd] of the first lane, rows)."""
-    base = real.epoch(generator)
-    block = synth.block(epoch) if synth is not None else None
-    pools = [concat([base, synth.mix(block, b) if block is not None else None]) for b in betas]
-    order = SAMPLERS[cfg["sampler"]](pools[0].labels, C, generator).to(pools[0].labels.device)
-    y = pools[0].labels[order]
-    data = [(pool.features[order], pool.teacher[order]) for pool in pools]  # one gather; batches are views
-    B, sums = cfg["batch_size"], torch.zeros(3, device=y.device)
+def _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1) -> list:
+    """One epoch of every lane on one shared order; returns [loss, ce, kd] of the first lane (row means)."""
+    device = real.labels.device
+    betas = [torch.as_tensor(b, dtype=torch.float32, device=device) if b is not None else None for b in betas]
+    sums = torch.zeros(3, device=device)
     for lane in lanes:
         lane.head.train()
-    for i in range(0, len(order), B):
-        for k, (lane, (x, t)) in enumerate(zip(lanes, data)):
-            loss, ce, kd = objective(lane.head(x[i:i + B]), y[i:i + B], t[i:i + B])
+    for batch in batches(plan, synth, cfg["batch_size"], epoch, device):
+        raw = real.raw(batch.real_rows, batch.real_views)                               # (n_real, D)
+        xs, raws = _lane_rows(batch, raw, synth, betas, real)
+        teacher = _teacher(objective, batch, raws, stage1) if objective.needs_teacher else None
+        y = batch.labels
+        for k, (lane, x) in enumerate(zip(lanes, xs)):
+            with autocast(cfg, device):
+                loss, ce, kd = objective(lane.head(x), y, teacher)
             lane.opt.zero_grad()
             loss.backward()
             lane.opt.step()
             if k == 0:
-                sums += torch.stack([loss.detach(), ce, kd]) * len(y[i:i + B])
-    return (sums / max(len(order), 1)).tolist(), len(order)
+                sums += torch.stack([loss.detach(), ce, kd]).float() * len(y)
+    return (sums / max(len(plan), 1)).tolist()
+
+
+def _lane_rows(batch, raw, synth, betas, real):
+    """Per lane: the batch's rows in the head's space; and the first lane's raw rows (for the teacher)."""
+    x_real = to_space(raw, real.space, real.lam)
+    if batch.synth_at is None:
+        return [x_real] * len(betas), raw
+    n, D = len(batch.labels), raw.shape[1]
+    xs, raws = [], None
+    for beta in betas:
+        x_syn, raw_syn = synth.mix(batch.drawn, beta, batch.synth_rows)
+        x = torch.empty((n, D), device=raw.device)
+        x[batch.real_at], x[batch.synth_at] = x_real, x_syn
+        xs.append(x)
+        if raws is None:
+            raws = torch.empty((n, D), device=raw.device)
+            raws[batch.real_at], raws[batch.synth_at] = raw, raw_syn
+    return xs, raws
+
+
+@torch.no_grad()
+def _teacher(objective, batch, raws, stage1):
+    """Stage-one logits W f + b of the batch's head-class rows only (the rows KD reads). A synthetic row of a
+    head class has d = 0, so its raw row is the same in every lane."""
+    W, b = stage1
+    rows = objective.head_classes[batch.labels]
+    return torch.addmm(b, raws[rows], W.T)

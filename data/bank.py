@@ -318,8 +318,8 @@ class Bank:
                             f"`glag-extract --dump-only --views {max(count, 1)}`")
         return tuple(fields), count
 
-    def load_views(self, fields=VIEW_FIELDS, count=None) -> dict:
-        """The first `count` (None = all) augmented views of the train split, as float32.
+    def load_views(self, fields=VIEW_FIELDS, count=None, keep_dtype=False) -> dict:
+        """The first `count` (None = all) augmented views of the train split, as float32 (or as stored).
 
         Returns:
             {"features": (count, N_train, D), "logits": (count, N_train, C)}, the fields asked for;
@@ -329,8 +329,8 @@ class Bank:
         out = {}
         for f in fields:
             name = f"{VIEWS}/{f}"
-            out[f] = np.empty((count,) + self.h5[name].shape[1:], np.float32)
-            for v in range(count):   # one stored view at a time: the float16 copy stays small
+            out[f] = np.empty((count,) + self.h5[name].shape[1:], self.h5[name].dtype if keep_dtype else np.float32)
+            for v in range(count):   # one stored view at a time: a converted copy stays small
                 out[f][v] = self.read(name, v)
         return out
 

@@ -89,6 +89,4 @@ def bank_hashes(bank) -> dict:
 
 def store_hashes(store) -> dict:
     """The running hashes StoreWriter kept, recomputed from an open Store."""
-    names = ["tail_classes", "epoch_offsets"] + [f"supports/{f}" for f in store_format.SUPPORT_FIELDS] + \
-        [f"rows/{f}" for f in store_format.ROW_FIELDS]
-    return {name: _rows(store, name) for name in names}
+    return {name: _rows(store, name) for name in store.dataset_names()}

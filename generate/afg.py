@@ -1,4 +1,4 @@
-"""The Adaptive Feature Generator (paper §4.2), orchestrated.
+"""The Adaptive Feature Generator (paper Sec. 4.2), fitted on a bank.
 
 Order of steps (fixed here because the paper leaves parts implicit):
   1. Tukey's ladder of powers on every train feature of every class,
@@ -11,12 +11,13 @@ Order of steps (fixed here because the paper leaves parts implicit):
   4. For every tail sample, its support set (Eq. 7) among classes with
      strictly more training samples, and weights w_j = N_j / d_ij (Eq. 10).
   5. A thin factor of every class covariance (`sampler.build_factors`).
-  6. Per generation epoch, the gap rule gives each class N_max - N_k rows
-     (optionally capped). A tail row of sample i stores a = x_hat_i + z_own and
-     d = b - a, b = mu_S + z_S; beta (Eq. 8-9) and the gamma noise are applied
-     by stage two (`glag.data.mixing.mix_rows`), so beta can adapt per class without
-     regenerating. A non-tail row is a draw from its class's own distribution,
-     a = mu_k + z_own, with d = 0.
+  6. The gap rule gives each class its share of synthetic rows, N_max - N_k
+     (optionally capped). Stage two draws the rows where its head trains
+     (`glag.data.synthesis.Synthesizer`): a tail row of sample i is
+     a = x_hat_i + z_own and d = b - a, b = mu_S + z_S; beta (Eq. 8-9) and the
+     gamma noise are applied when stage two mixes (`glag.data.mixing.mix_rows`),
+     so beta can adapt per class. A non-tail row is a draw from its class's own
+     distribution, a = mu_k + z_own, with d = 0.
 """
 import time
 
@@ -26,8 +27,9 @@ import torch
 from glag.data.errors import GlagError
 from glag.data.mixing import GAMMA_MODES
 from glag.generate.neighbors import check_k, support_classes
-from glag.generate.parallel import ordered_map, release_memory
-from glag.generate.sampler import CalibratedSampler, build_factors, epoch_segments, gap_counts
+from glag.generate.parallel import release_memory
+from glag.data.synthesis import GeneratorArrays, Synthesizer, make_generator, stream_seed
+from glag.generate.sampler import build_factors, gap_counts, sample_segments
 from glag.generate.stats import class_moments
 from glag.generate.tail import tail_mask
 
@@ -45,11 +47,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def stream_seed(seed: int, epoch: int, batch: int) -> int:
-    """An independent, reproducible random stream per (seed, epoch, batch)."""
-    return int(np.random.SeedSequence([seed, epoch, batch]).generate_state(1, np.uint64)[0] >> 1)
-
-
 def check_config(cfg: dict):
     """Reject values the method cannot take, naming the option."""
     if not 0.0 <= cfg["beta_init"] <= 1.0:
@@ -60,11 +57,12 @@ def check_config(cfg: dict):
         raise GlagError(f"--gamma-mode {cfg['gamma_mode']!r}: choose from {list(GAMMA_MODES)}")
     if cfg["tukey"] < 0:
         raise GlagError(f"--tukey {cfg['tukey']}: lambda must be >= 0 (1 = no transform, 0 = log)")
-    for key in ("epochs", "k"):
-        if cfg[key] < 1:
-            raise GlagError(f"--{key} {cfg[key]}: must be >= 1")
-    if cfg["max_rows_per_class"] < 0 or cfg["batch_rows"] < 0:
-        raise GlagError("--max-rows-per-class and --batch-rows must be >= 0 (0 = no cap / automatic)")
+    if cfg["k"] < 1:
+        raise GlagError(f"--k {cfg['k']}: must be >= 1")
+    if cfg["max_rows_per_class"] < 0:
+        raise GlagError("--max-rows-per-class must be >= 0 (0 = no cap)")
+    if cfg.get("sample_per_class", 0) < 0:
+        raise GlagError(f"--sample-per-class {cfg['sample_per_class']}: must be >= 0 (0 = no sample)")
 
 
 MOMENTS_FROM = ("base", "views")
@@ -91,22 +89,22 @@ def train_chunks(bank, moments_from: str):
 
 
 class AdaptiveFeatureGenerator:
-    """Fit class statistics and supports on a bank, then draw the store's rows epoch by epoch.
+    """Fit class statistics, supports and factors on a bank; hand out the fitted generator.
 
     Args:
-        cfg: the resolved config (keys as glag-generate's options: k, tukey, beta_init,
-            gamma, gamma_mode, tail, tail_max_count, tail_fraction, max_rows_per_class,
-            balance_head, seed, device, jobs, batch_rows, epochs).
+        cfg: the resolved config (keys as glag-generate's options: k, tukey, beta_init, gamma,
+            gamma_mode, tail, tail_max_count, tail_fraction, max_rows_per_class, balance_head,
+            seed, device, jobs, moments_from, sample_per_class).
     """
 
     def __init__(self, cfg: dict):
         check_config(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg["device"])
-        self.moments = self.factors = self.supports = None
+        self.moments = self.qr = self.supports = None
 
     def plan(self, counts):
-        """(tail mask (C,), rows per class per epoch (C,)); needs only the train counts."""
+        """(tail mask (C,), rows per class per epoch of the gap rule (C,)); needs only the train counts."""
         counts = np.asarray(counts, np.int64)
         # No tail class (e.g. every class has > 100 images): with head balancing there is still
         # work, and calibrating well-sampled classes towards others measurably hurts, so none is.
@@ -123,7 +121,7 @@ class AdaptiveFeatureGenerator:
             progress: optional callable(rows_done) during the streaming pass.
             log: optional callable(message) at the start of each later step.
         Returns:
-            self; `self.fit_seconds` holds the seconds per step.
+            self; `self.fit_seconds` holds the seconds per step, `self.sampler` draws rows.
         """
         say = log or (lambda message: None)
         t0 = time.perf_counter()
@@ -141,34 +139,32 @@ class AdaptiveFeatureGenerator:
         release_memory()
         t2 = time.perf_counter()
         say(f"factors: {int((self.moments.counts > self.moments.feature_dim).sum())} classes need a QR")
-        self.factors = build_factors(self.moments, tail_classes, self.device, self.cfg["jobs"])
+        self.qr = build_factors(self.moments, tail_classes, self.cfg["jobs"])
         release_memory()
-        self.sampler = CalibratedSampler(self.moments, self.factors, self.supports, self.device)
+        self.sampler = Synthesizer(self.arrays(), "cpu")   # the inspection sample: the same numbers on any device
         self.fit_seconds = {"moments": t1 - t0, "supports": t2 - t1, "factors": time.perf_counter() - t2}
         return self
 
-    @property
-    def batch_rows(self) -> int:
-        """Rows per batch: --batch-rows, or about 64 MB of buffers (a, b, d and K support draws)."""
-        return self.cfg["batch_rows"] or max(256, 2 ** 26 // (4 * self.moments.feature_dim * (self.cfg["k"] + 3)))
+    def arrays(self) -> GeneratorArrays:
+        """The fitted generator, as the store holds it (the class rows are the moments' own buffers)."""
+        if self.qr is None:
+            raise RuntimeError("call fit() before asking for the generator")
+        m, sup = self.moments, self.supports
+        kept = [r is not None for r in m.centred]
+        return GeneratorArrays(counts=m.counts, means=m.means.float().numpy(),
+                               class_rows=[r.numpy() if r is not None else None for r in m.centred],
+                               class_index=[i if k else None for i, k in zip(m.index, kept)], qr=self.qr,
+                               tail_classes=sup.tail_classes, sup_classes=sup.classes, sup_weights=sup.weights,
+                               lam=float(m.lam))
 
-    def batches(self, epoch: int):
-        """Yield the rows of generation epoch `epoch` (0-based) as dicts of numpy arrays:
-        a, d (n, D) float32; label, source (n,) int64 (source -1: class-distribution row).
+    def sample(self, per_class: int) -> dict:
+        """An inspection sample: up to `per_class` rows of every class that gets synthetic rows, drawn as
+        stage two draws (one stream seeded by (seed, "sample")). Returns numpy a, d, label, source."""
+        segments = sample_segments(self.need, self.tail, self.moments.counts, per_class)
+        gen = make_generator(stream_seed(self.cfg["seed"], SAMPLE_STREAM), "cpu")
+        rows = self.sampler.draw(segments, gen)
+        return {"a": rows["a"].cpu().numpy(), "d": rows["d"].cpu().numpy(), "label": rows["label"].cpu().numpy(),
+                "source": rows["source"]}
 
-        Batch b draws from its own stream seeded by (seed, epoch, b), so the rows do
-        not depend on --jobs or the device.
-        """
-        if self.factors is None:
-            raise RuntimeError("call fit() before drawing rows")
-        plan = enumerate(epoch_segments(self.need, self.tail, self.moments.counts, epoch, self.batch_rows))
 
-        def draw(item):
-            b, segments = item
-            gen = torch.Generator().manual_seed(stream_seed(self.cfg["seed"], epoch, b))
-            rows = self.sampler.batch(segments, gen)
-            release_memory()                           # the batch's temporaries, not kept by the heap
-            return rows
-
-        jobs = 1 if self.device.type != "cpu" else self.cfg["jobs"]
-        yield from ordered_map(draw, plan, jobs)
+SAMPLE_STREAM = 2 ** 31 - 1     # stage two's streams are keyed by epochs and chunks, never this

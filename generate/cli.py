@@ -37,28 +37,29 @@ from glag.generate.writer import (announce, check_disk, default_out, is_current,
 @click.option("--tukey", default=0.5, show_default=True, help="Tukey ladder-of-powers lambda; 1 = none.")
 @click.option("--moments-from", type=click.Choice(MOMENTS_FROM), default="base", show_default=True,
               help="Class moments from the un-augmented train rows, or from them and the bank's augmented views.")
-@click.option("--epochs", type=Positive(), default=40, show_default=True, help="Generation epochs: fresh blocks of rows.")
 @click.option("--tail", type=click.Choice(sorted(TAIL_RULES)), default="max-count", show_default=True,
               help="Rule that picks the tail classes.")
 @click.option("--tail-max-count", default=100, show_default=True, help="max-count rule: tail if N_k <= this.")
 @click.option("--tail-fraction", default=0.5, show_default=True,
               help="fraction rule: this fraction of the classes, the smallest.")
 @click.option("--max-rows-per-class", default=0, show_default=True,
-              help="Cap on rows per class per epoch (0 = the full gap N_max - N_k).")
+              help="Cap on a class's synthetic share per epoch (0 = the full gap N_max - N_k).")
 @click.option("--balance-head/--no-balance-head", default=True, show_default=True,
               help="Non-tail classes also get their gap, drawn from their own distribution.")
-@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True)
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="float32", show_default=True,
+              help="Type of the stored factors (float16 halves the store; stage two computes in float32 or bf16).")
+@click.option("--sample-per-class", default=0, show_default=True,
+              help="Also write this many synthetic rows per class, drawn as stage two draws them (inspection, plots).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", type=Device(), default="auto", show_default=True, help="auto, cpu or cuda[:n].")
 @click.option("--jobs", default=0, show_default=True,
               help="Worker threads for per-class and per-batch work (0 = cores, at most 8; -1 = all cores).")
-@click.option("--batch-rows", default=0, show_default=True, help="Rows per sampling batch (0 = about 64 MB of buffers each).")
 @tensorboard_option()
 @click.option("--dry-run", is_flag=True, help="Print the plan and store size, write nothing.")
 @click.option("--force", is_flag=True, help="Regenerate even if an identical store exists.")
 @friendly_errors
 def main(**cfg):
-    """Write synthetic features (the a / b - a halves of Eq. 8-9) for a feature bank."""
+    """Fit the Adaptive Feature Generator on a feature bank and write it as a synthetic store (Eq. 5-10)."""
     dry_run, force = cfg.pop("dry_run"), cfg.pop("force")
     check_tail_options(click.get_current_context(), cfg["tail"])
     cfg["bank"] = str(resolve_bank(cfg["bank"], cfg["dataset"]))
@@ -83,8 +84,9 @@ def run(bank, cfg: dict, dry_run=False, force=False):
     tail, need = afg.plan(bank.train_counts)
     out = Path(cfg["out"]) if cfg["out"] else default_out(bank, cfg)
     cfg["out"] = str(out)
-    store_rows, size = planned_bytes(need, tail, bank.train_counts, cfg, bank.feature_dim)
-    announce(out, store_rows, size, need, tail)
+    pooled = 1 + (bank.views if cfg["moments_from"] == "views" else 0)
+    size = planned_bytes(need, tail, bank.train_counts * pooled, cfg, bank.feature_dim)
+    announce(out, size, need, tail)
     warn_without_val(bank)
     if not tail.any():
         click.echo(f"no class is a tail class by --tail {cfg['tail']} (smallest class: "
@@ -93,24 +95,30 @@ def run(bank, cfg: dict, dry_run=False, force=False):
     if dry_run:
         return out
     if not force and is_current(out, bank, cfg):
-        click.echo(f"up to date: {out} (same bank, same rows; --force to redraw); stage two will mix with "
+        click.echo(f"up to date: {out} (same bank, same generator; --force to refit); stage two will mix with "
                    f"beta_init {cfg['beta_init']}, gamma {cfg['gamma']} ({cfg['gamma_mode']})", err=True)
-        write_latest(out, bank, cfg)
-        click.echo(out)
+        finish(out, bank, cfg)
         return out
     check_disk(out, size)
-    rows = bank.rows("train") * (1 + (bank.views if cfg["moments_from"] == "views" else 0))
-    afg.fit(bank, progress=_throttled(rows, "moments"), log=lambda m: click.echo(m, err=True))
+    afg.fit(bank, progress=_throttled(bank.rows("train") * pooled, "moments"), log=lambda m: click.echo(m, err=True))
     click.echo("fit: " + ", ".join(f"{k} {v:.1f}s" for k, v in afg.fit_seconds.items()), err=True)
-    write_store(afg, bank, out, cfg)
-    write_latest(out, bank, cfg)
-    write_board(board_root, out, store_rows, tail, afg.fit_seconds)
-    click.echo(out)
+    write_store(afg, bank, out, cfg, size)
+    finish(out, bank, cfg)
+    write_board(board_root, out, int(need.sum()), tail, afg.fit_seconds)
     return out
 
 
+def finish(out: Path, bank, cfg: dict) -> None:
+    """Point latest.json at the store (when it sits in the bank's synthetic folder) and print its path."""
+    if not write_latest(out, bank, cfg):
+        click.echo(f"note: {out} is outside {Path(bank.path).parent / 'synthetic'}, so latest.json still names the "
+                   f"store it named; pass --store {out} to glag-classify", err=True)
+    click.echo(out)
+
+
 def write_board(root, out: Path, rows: int, tail, seconds: dict) -> None:
-    """--tensorboard: one summary of the store written (rows, tail classes, fit seconds) in <DIR>/generate-<store>."""
+    """--tensorboard: one summary of the store written (gap rows per epoch, tail classes, fit seconds) in
+    <DIR>/generate-<store>."""
     board = open_board(root, f"generate-{out.stem}")
     try:
         summary = dict(rows=rows, tail_classes=int(tail.sum()), **{f"seconds_{k}": v for k, v in seconds.items()})

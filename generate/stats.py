@@ -12,7 +12,6 @@ factor of the centred rows.
 A class with one sample has a mean and a centred row of zeros: its own
 covariance is zero (Eq. 6 is undefined there) and no code divides by N_k - 1.
 """
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,8 +162,3 @@ def class_moments(chunks, counts, lam: float = 0.5, where: str = "bank", n_jobs:
 
     parallel_classes(centre, range(C), n_jobs)
     return ClassMoments(counts=counts, means=means, centred=buffers, index=index, lam=lam)
-
-
-def scale_for(n: int) -> float:
-    """1 / sqrt(N_k - 1), with N_k = 1 (no covariance: the centred row is zero) mapped to 1."""
-    return 1.0 / math.sqrt(max(n - 1, 1))

@@ -1,24 +1,21 @@
 """Write the synthetic store (format: data/store.py, docs/afg.md) and find where it goes.
 
-The store's size is known from the train counts alone (gap rule x epochs x
-2 D x dtype), so it is announced, and checked against the free disk space,
-before any heavy work starts. The store appears only when complete
+The store holds the fitted generator, so its size is known from the train counts
+alone (kept centred rows, QR factors, supports), announced and checked against the
+free disk space before any heavy work starts. The store appears only when complete
 (StoreWriter writes to a temp file and renames it).
 """
 import hashlib
 import json
-import os
-import time
 from pathlib import Path
 
 import click
 import numpy as np
 
 from glag.data.atomic import atomic_file, free_bytes
-from glag.cli.util import echo_progress
 from glag.data.errors import GlagError
 from glag.data.provenance import config_json, now
-from glag.data.store import DTYPES, Store, StoreWriter, store_bytes
+from glag.data.store import DTYPES, Store, StoreWriter, plan_bytes
 
 SYNTHETIC_DIR = "synthetic"
 LATEST = "latest.json"
@@ -45,20 +42,19 @@ def default_out(bank, cfg: dict) -> Path:
     return Path(bank.path).parent / SYNTHETIC_DIR / (hashlib.sha256(key.encode()).hexdigest()[:12] + ".h5")
 
 
-def planned_bytes(need, tail, counts, cfg: dict, feature_dim: int) -> tuple:
-    """(rows in the store, bytes on disk) for the gap-rule plan."""
+def planned_bytes(need, tail, counts, cfg: dict, feature_dim: int) -> int:
+    """Bytes of the store for the moments' counts (train counts, x (V + 1) when pooled with views)."""
     if cfg["dtype"] not in DTYPES:
         raise GlagError(f"--dtype {cfg['dtype']!r}: choose from {sorted(DTYPES)}")
-    rows = int(need.sum()) * cfg["epochs"]
-    tail_samples = int(np.asarray(counts)[tail].sum())
-    return rows, store_bytes(rows, feature_dim, cfg["dtype"]) + tail_samples * (12 * cfg["k"] + 8)
+    sample = sum(min(cfg["sample_per_class"], int(n)) for n in need)
+    return plan_bytes(counts, tail, feature_dim, cfg["k"], cfg["dtype"], sample)
 
 
 def check_disk(out: Path, size: int):
     free = free_bytes(out.parent)
     if free < size + DISK_MARGIN:
         raise GlagError(f"--out {out}: the store needs {size / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB "
-                        "are free there; free space, use --max-rows-per-class, fewer --epochs or --dtype float16")
+                        "are free there; free space, write it elsewhere (--out) or use --dtype float16")
 
 
 def is_current(out: Path, bank, cfg: dict) -> bool:
@@ -80,22 +76,13 @@ def store_meta(cfg: dict, need) -> dict:
                 max_rows_per_class=int(cfg["max_rows_per_class"]), rows_per_epoch=int(need.sum()))
 
 
-def write_store(afg, bank, out: Path, cfg: dict, quiet: bool = False):
-    """Draw every generation epoch and write it as one block of the store."""
-    sup, epochs = afg.supports, cfg["epochs"]
-    total, done, started, last = int(afg.need.sum()) * epochs, 0, time.time(), 0.0
-    _, size = planned_bytes(afg.need, afg.tail, bank.train_counts, cfg, afg.moments.feature_dim)
-    with StoreWriter(out, bank=bank, feature_dim=afg.moments.feature_dim, dtype=cfg["dtype"],
-                     meta=store_meta(cfg, afg.need), config=cfg, need_bytes=size) as w:
-        w.set_supports(sup.tail_classes, sup.source, sup.classes, sup.weights)
-        for epoch in range(epochs):
-            for rows in afg.batches(epoch):
-                w.add_rows(rows["a"], rows["d"], rows["label"], rows["source"])
-                done += len(rows["label"])
-                if not quiet and (time.time() - last > 2 or done == total):
-                    echo_progress(done, total, started, "rows", f"epoch {epoch + 1}/{epochs}")
-                    last = time.time()
-            w.end_epoch()
+def write_store(afg, bank, out: Path, cfg: dict, size: int):
+    """The fitted generator (and the inspection sample, if asked for) as one store."""
+    with StoreWriter(out, bank=bank, dtype=cfg["dtype"], meta=store_meta(cfg, afg.need), config=cfg,
+                     need_bytes=size) as w:
+        w.set_generator(afg.arrays(), afg.need, afg.supports.source)
+        if cfg["sample_per_class"]:
+            w.set_sample(afg.sample(cfg["sample_per_class"]))
 
 
 def warn_without_val(bank) -> None:
@@ -106,17 +93,24 @@ def warn_without_val(bank) -> None:
                    "`glag-classify run` with --no-ad, or rebuild the bank with a val split", err=True)
 
 
-def write_latest(out: Path, bank, cfg: dict):
-    """<bank folder>/synthetic/latest.json names the newest store and this call's mixing settings
-    (beta_init, gamma, gamma_mode), which stage two uses by default (`make classify`)."""
+def write_latest(out: Path, bank, cfg: dict) -> bool:
+    """<bank folder>/synthetic/latest.json names the newest store of that folder and this call's mixing
+    settings (beta_init, gamma, gamma_mode), which stage two uses by default (`make classify`).
+
+    A store written elsewhere (--out outside that folder) leaves the pointer as it was: the bank
+    folder's default must not silently become a file that may move or vanish. Returns whether it was written.
+    """
     folder = Path(bank.path).parent / SYNTHETIC_DIR
-    path = os.path.relpath(Path(out).resolve(), folder.resolve())
+    if Path(out).resolve().parent != folder.resolve():
+        return False
     with atomic_file(folder / LATEST) as tmp:
-        tmp.write_text(json.dumps({"store": path, "bank_fingerprint": bank.fingerprint, "written": now(),
+        tmp.write_text(json.dumps({"store": Path(out).name, "bank_fingerprint": bank.fingerprint, "written": now(),
                                    "mixing": mixing(cfg)}, sort_keys=True, indent=1) + "\n")
+    return True
 
 
-def announce(out: Path, rows: int, size: int, need, tail, quiet=False):
+def announce(out: Path, size: int, need, tail, quiet=False):
     if not quiet:
-        click.echo(f"store {out}: {rows:,} rows ({int(need.sum()):,} per epoch, {int(tail.sum())} tail classes), "
-                   f"{size / 2**30:.2f} GiB", err=True)
+        click.echo(f"store {out}: the generator of {int(tail.sum())} tail classes, {size / 2**30:.2f} GiB; stage two "
+                   f"draws its rows (gap rule: {int(need.sum()):,} synthetic rows per {int(len(need))}-class pool)",
+                   err=True)

@@ -15,7 +15,7 @@ def made(tmp_path_factory):
     """Stage one on digits (1 epoch), a store, and a GLAG run, all through glag.api."""
     root = tmp_path_factory.mktemp("api")
     bank = api.extract(dataset="digits", epochs=1, threads=1, out=str(root / "bank.h5"), current=False)
-    store = api.generate(bank=bank, epochs=2, beta_init=0.6)
+    store = api.generate(bank=bank, beta_init=0.6)
     run = api.classify(bank=str(bank), epochs=2, plots=False, deploy=False, run="g")
     return bank, store, run
 

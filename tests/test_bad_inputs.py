@@ -143,13 +143,13 @@ def viewed(root):
 
 
 def store_for(bank, *args):
-    res = CliRunner().invoke(generate, ["--bank", str(bank), "--epochs", "1", *map(str, args)])
+    res = CliRunner().invoke(generate, ["--bank", str(bank), *map(str, args)])
     assert res.exit_code == 0, res.output
     return Path(res.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- glag-generate
-GEN = ["--epochs", "1"]
+GEN = []
 GENERATE_CASES = [
     ("nan", set_value("train/features", (5, 3), np.nan), [], ["NaN or Inf", "the train features"]),
     ("inf", set_value("train/features", (7, 0), np.inf), ["--tukey", "1"], ["NaN or Inf"]),
@@ -178,7 +178,7 @@ def test_generate_names_a_missing_bank(tmp_path):
 
 
 def test_generate_warns_once_when_stage_two_will_lack_a_val_split(tmp_path):
-    res = CliRunner().invoke(generate, ["--bank", str(toy(tmp_path)), "--epochs", "1"])
+    res = CliRunner().invoke(generate, ["--bank", str(toy(tmp_path))])
     assert res.exit_code == 0
     warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "no val split" in warnings[0] and "--no-ad" in warnings[0]
@@ -193,7 +193,6 @@ RUN_CASES = [
     ("nan-train", tiny, set_value("train/features", (3, 1), np.nan), [], ["NaN or Inf in train/features (row 3)"]),
     ("inf-val", tiny, set_value("val/features", (2, 0), -np.inf), [], ["NaN or Inf in val/features (row 2)"]),
     ("nan-test", tiny, set_value("test/features", (9, 5), np.nan), [], ["test/features"]),
-    ("nan-teacher", tiny, set_value("train/logits", (0, 0), np.nan), [], ["train/logits"]),
     ("nan-head", tiny, set_value("stage1/classifier/weight", (1, 1), np.inf), [], ["stage1/classifier/weight"]),
     ("label-too-big", tiny, set_value("train/labels", 0, 6), [], ["label 6 in train/labels (row 0)", "0..5"]),
     ("val-label", tiny, set_value("val/labels", 3, 17), [], ["label 17 in val/labels"]),
@@ -235,8 +234,8 @@ def test_classify_run_refuses_a_store_of_another_bank(tmp_path):
             "made from another bank", str(store))
 
 
-@pytest.mark.parametrize("damage, needle", [(flip_bytes("rows/a"), "rows/a is corrupted"),
-                                            (delete("rows/d"), "dataset rows/d missing inside the store")],
+@pytest.mark.parametrize("damage, needle", [(flip_bytes("factors/rows"), "factors/rows is corrupted"),
+                                            (delete("factors/qr"), "dataset factors/qr missing inside the store")],
                          ids=["store-corrupted", "store-missing-dataset"])
 def test_classify_run_refuses_a_damaged_store(damage, needle, tmp_path, monkeypatch):
     bank = tiny(tmp_path)
@@ -250,7 +249,7 @@ def test_validation_is_cached_by_fingerprint_size_and_mtime(tmp_path):
     res = CliRunner().invoke(classify, run_args(bank, "--run", "first"))
     assert res.exit_code == 0, res.output
     cache = json.loads((bank.parent / CACHE).read_text())
-    assert cache["key"]["size"] == bank.stat().st_size and "train/logits" in cache["checked"]
+    assert cache["key"]["size"] == bank.stat().st_size and "train/features" in cache["checked"]
     set_value("val/features", (0, 0), np.nan)(bank, None)            # edited in place: same fingerprint attr
     refused(classify, run_args(bank, "--run", "second"), tmp_path, "NaN or Inf in val/features")
 
@@ -353,7 +352,7 @@ def test_verify_refuses_a_damaged_bank(damage, needle, tmp_path, monkeypatch):
 
 def test_verify_refuses_an_altered_store(tmp_path):
     store = store_for(tiny(tmp_path))
-    set_value("rows/a", (0, 0), 1e3)(store, None)
+    set_value("factors/rows", (0, 0), 1e3)(store, None)
     refused(verify, [store], tmp_path, "does not match its fingerprint", "glag-generate --force")
 
 
@@ -376,7 +375,7 @@ def test_disk_full_generate_and_classify_end_in_one_line(tmp_path):
     and glag-classify run with an OSError traceback; both write nothing now and say how much was needed."""
     gen_bank, run_bank = toy(tmp_path / "g"), tiny(tmp_path / "c")
     before = tree(tmp_path)
-    gen = tool("glag.generate.cli", "--bank", gen_bank, "--epochs", 3, limit=20000)
+    gen = tool("glag.generate.cli", "--bank", gen_bank, "--sample-per-class", 100, limit=20000)
     run = tool("glag.classify.cli", *run_args(run_bank, "--run", "r"), limit=600)
     (gen_code, gen_out), (run_code, run_out) = finished(gen), finished(run)
     assert gen_code == 1, gen_out

@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from glag.classify.batches import Rows
+from glag.classify.rows import Rows
 from glag.classify.beta import AdaptiveBeta, val_loss_slope
 from glag.classify.config import defaults
 from glag.classify.options import loss_option_specs
@@ -146,7 +146,7 @@ def test_ad_lands_within_015_of_the_best_fixed_beta(tmp_path, t, kd, region):
     """
     bank = write_known_beta_bank(tmp_path / "bank.h5", t, scale=5.0, n_eval=300)
     store = tmp_path / "store.h5"
-    res = CliRunner().invoke(generate, ["--bank", str(bank), "--k", "1", "--epochs", "10", "--out", str(store)])
+    res = CliRunner().invoke(generate, ["--bank", str(bank), "--k", "1", "--out", str(store)])
     assert res.exit_code == 0, res.output
     sweep = {}
     for b in np.round(np.arange(0, 1.01, 0.1), 1):

@@ -8,29 +8,17 @@ from click.testing import CliRunner
 
 from glag.classify.cli import main
 from glag.data.bank import Bank, BankWriter
-from glag.data.store import StoreWriter
-from glag.data.tukey import tukey_transform
 from tests.conftest import write_tiny_bank
 
 TAIL = [3, 4, 5]
-META = dict(feature_space="tukey", tukey_lambda=0.5, beta_init=0.6, gamma=0.0, gamma_mode="isotropic", k=2, seed=0)
 
 
-def write_tiny_store(path, bank, epochs=3, per_class=40, seed=0):
-    """Hand-made halves: a = a train row of the class (Tukey space) + noise, d = a step towards class 0."""
-    rng = np.random.default_rng(seed)
-    train = bank.load("train")
-    x = tukey_transform(train["features"], 0.5)
-    mu0 = x[train["labels"] == 0].mean(0)
-    with StoreWriter(path, bank=bank, feature_dim=bank.feature_dim, dtype="float32", meta=META,
-                     config={"k": 2, "made_by": "test"}) as w:
-        w.set_supports(TAIL, [0], [[0, 1]], [[1.0, 1.0]])
-        for _ in range(epochs):
-            for k in TAIL:
-                own = x[train["labels"] == k]
-                a = own[rng.integers(len(own), size=per_class)] + 0.05 * rng.standard_normal((per_class, x.shape[1]))
-                w.add_rows(a, mu0 - a, np.full(per_class, k), np.zeros(per_class))
-            w.end_epoch()
+def write_tiny_store(path, bank, seed=0):
+    """The generator fitted on the tiny bank by glag-generate: K = 2, tail classes 3, 4, 5 (N_k <= 10)."""
+    from glag.generate.cli import main as generate
+    res = CliRunner().invoke(generate, ["--bank", str(bank.path), "--out", str(path), "--k", "2", "--tail-max-count",
+                                        "10", "--seed", str(seed)])
+    assert res.exit_code == 0, res.output
     return path
 
 
@@ -39,8 +27,8 @@ def make_bank_and_store(tmp, seed=0, pointer=True):
     bank_path = write_tiny_bank(tmp / "bank.h5", seed=seed, config={"graloss_c": 3.0, "groups": "auto"})
     with Bank(bank_path) as bank:
         store = write_tiny_store(tmp / "synthetic" / "s.h5", bank)
-    if pointer:
-        (tmp / "synthetic" / "latest.json").write_text(json.dumps({"store": "s.h5"}))
+    if not pointer:
+        (tmp / "synthetic" / "latest.json").unlink()
     return bank_path, store
 
 
@@ -59,14 +47,15 @@ def test_glag_run_writes_every_output(tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["cfg"]["kd_c"] == 3.0 and cfg["cfg"]["beta_init"] == 0.6 and cfg["cfg"]["ad"] is True
     assert cfg["upstream"]["bank"]["config"]["graloss_c"] == 3.0
-    assert cfg["upstream"]["store"]["config"]["made_by"] == "test" and "code_version" in cfg
+    assert cfg["upstream"]["store"]["config"]["k"] == 2 and "code_version" in cfg
     beta = json.loads((run / "beta.json").read_text())
     assert beta["tail_classes"] == TAIL and len(beta["trajectory"]) == 5
     metrics = json.loads((run / "metrics.json").read_text())
     for split in ("val", "test"):
         assert 0 <= metrics[split]["overall"] <= 1 and len(metrics[split]["per_class"]) == 6
     history = json.loads((run / "history.json").read_text())
-    assert [h["rows"] for h in history] == [137 + 120] * 8 and history[-1]["alpha"] == pytest.approx(2.0)
+    # a fixed-size epoch: as many draws as real rows (137), synthetic at each class's gap rate
+    assert [h["rows"] for h in history] == [137] * 8 and history[-1]["alpha"] == pytest.approx(2.0)
     assert [h["pass"] for h in history] == ["search"] * 4 + ["refit"] * 4 and beta["refit"]
     state = torch.load(run / "head.pt", weights_only=True)
     assert state["fc.weight"].shape == (6, 8)
@@ -150,8 +139,8 @@ def test_glag_runs_on_a_store_without_tail_classes(tmp_path):
     from glag.generate.cli import main as generate_main
     bank = write_tiny_bank(tmp_path / "bank.h5")
     store = tmp_path / "s.h5"
-    gen = CliRunner().invoke(generate_main, ["--bank", str(bank), "--out", str(store), "--epochs", "1",
-                                             "--tail-max-count", "1", "--tukey", "1"])
+    gen = CliRunner().invoke(generate_main, ["--bank", str(bank), "--out", str(store), "--tail-max-count", "1",
+                                             "--tukey", "1"])
     assert gen.exit_code == 0 and "no class is a tail class" in gen.output, gen.output
     res = invoke("run", "--bank", bank, "--store", store, "--method", "glag", "--epochs", 2, "--run", "r",
                  "--no-plots", "--no-deploy")

@@ -71,14 +71,14 @@ def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
 
 
 def spy_on_mixing(monkeypatch) -> list:
-    """Every beta vector SyntheticRows.mix is called with, in order."""
-    import glag.classify.batches as batches
-    seen, real_mix = [], batches.SyntheticRows.mix
+    """Every beta vector SyntheticRows.mix is called with, in order (the tiny bank's epoch is one batch)."""
+    import glag.classify.synthetic as synthetic
+    seen, real_mix = [], synthetic.SyntheticRows.mix
 
-    def spy(self, block, beta):
-        seen.append(np.asarray(beta).copy())
-        return real_mix(self, block, beta)
-    monkeypatch.setattr(batches.SyntheticRows, "mix", spy)
+    def spy(self, drawn, beta, rows=slice(None)):
+        seen.append(beta.cpu().numpy().copy())
+        return real_mix(self, drawn, beta, rows)
+    monkeypatch.setattr(synthetic.SyntheticRows, "mix", spy)
     return seen
 
 
@@ -88,7 +88,7 @@ def test_trainer_mixes_with_the_beta_of_each_epoch(tmp_path, monkeypatch):
     path = run_module.run_stage2(options(bank, epochs=5, beta_step=0.25, kd=False, ad_refit=False), set())
     traj = json.loads((path / "beta.json").read_text())["trajectory"]
     main, hi, lo = seen[0::3], seen[1::3], seen[2::3]                  # the main head, then the two probes
-    assert [s[[3, 4, 5]].tolist() for s in main[:5]] == traj[:5]        # epoch e mixes with the betas after e - 1
+    assert np.allclose([s[[3, 4, 5]] for s in main[:5]], traj[:5])     # epoch e mixes with the betas after e - 1
     for m, h, l in zip(main, hi, lo):
         assert np.allclose(h[[3, 4, 5]], np.clip(m[[3, 4, 5]] + 0.1, 0, 1))
         assert np.allclose(l[[3, 4, 5]], np.clip(m[[3, 4, 5]] - 0.1, 0, 1))

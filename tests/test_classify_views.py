@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from glag.classify.batches import Rows, TrainRows
+import h5py
+
+from glag.classify.plan import plan_epoch
+from glag.classify.rows import RealRows
 from glag.data.bank import Bank, BankWriter
 from glag.data.errors import GlagError
 from glag.extract.losses import build_loss
@@ -34,30 +37,46 @@ def write_viewed_bank(path, V=3, C=4, D=6, seed=0, logits=True, mixup=0.0):
     return path
 
 
-def test_each_epoch_draws_one_view_per_row_with_its_teacher(tmp_path):
+def test_each_epoch_draws_one_view_per_row(tmp_path):
     base_x = torch.arange(12.0).reshape(6, 2)
-    views = torch.stack([base_x + 100 * (v + 1) for v in range(3)])          # (V, N, D)
-    logits = views.sum(2, keepdim=True).repeat(1, 1, 3)                       # a teacher that names its view
-    rows = TrainRows(Rows(base_x, torch.arange(6), torch.zeros(6, 3)), views, logits)
+    views = torch.stack([base_x + 100 * (v + 1) for v in range(3)]).half()   # (V, N, D), stored as float16
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    real = RealRows(base_x, labels, views)
+    cfg = {"sampler": "instance", "epoch_size": "real"}
     g = torch.Generator().manual_seed(0)
-    epochs = [rows.epoch(g) for _ in range(20)]
-    for e in epochs:
-        view = ((e.features - base_x) / 100 - 1)[:, 0]                        # which view each row took
-        assert torch.equal(view, view.round()) and set(view.long().tolist()) <= {0, 1, 2}
-        assert torch.allclose(e.teacher[:, 0], e.features.sum(1))            # the teacher of that very view
-    picks = torch.stack([((e.features - base_x) / 100 - 1)[:, 0] for e in epochs])
-    assert len(set(picks.flatten().tolist())) == 3 and len({tuple(p.tolist()) for p in picks}) > 10
-    again = TrainRows(rows.base, views, logits).epoch(torch.Generator().manual_seed(0))
-    assert torch.equal(again.features, epochs[0].features)                   # the seed fixes the draws
+    plans = [plan_epoch(labels, 3, real.count, None, cfg, g, e) for e in range(20)]
+    for p in plans:
+        assert sorted(p.real.tolist()) == list(range(6))                      # every row once per epoch
+        x = real.raw(p.real, p.views)
+        assert x.dtype == torch.float32
+        view = ((x - base_x[p.real]) / 100 - 1)[:, 0]                         # which view each row took
+        assert torch.equal(view, p.views.float()) and set(view.long().tolist()) <= {0, 1, 2}
+    picks = torch.stack([p.views[torch.argsort(p.real)] for p in plans])
+    assert len(set(picks.flatten().tolist())) == 3 and len({tuple(r.tolist()) for r in picks}) > 10
+    again = plan_epoch(labels, 3, real.count, None, cfg, torch.Generator().manual_seed(0), 0)
+    assert torch.equal(again.real, plans[0].real) and torch.equal(again.views, plans[0].views)
 
 
-def test_views_without_logits_take_the_stage_one_head_as_teacher():
-    x = torch.rand(5, 2)
-    views = torch.stack([x + 1, x + 2])
+def test_views_are_loaded_in_their_stored_type(tmp_path):
+    from glag.classify.rows import load_train
+    bank = write_viewed_bank(tmp_path / "bank.h5", V=2, logits=False)
+    with h5py.File(bank, "r") as f:
+        stored = f["train_views/features"].dtype
+    with Bank(bank) as b:
+        real = load_train(b, {"space": "raw", "tukey_lambda": 0.5}, "cpu", 2)
+        assert real.views.dtype == torch.from_numpy(np.zeros(0, stored)).dtype and real.views.shape[0] == 2
+
+
+def test_the_teacher_is_the_stage_one_head_on_the_raw_rows_of_head_classes():
+    from glag.classify.distill import DistillObjective
+    from glag.classify.plan import Batch
+    from glag.classify.trainer import _teacher
+    raws = torch.rand(5, 2)
+    labels = torch.tensor([0, 1, 0, 1, 1])
     W, b = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0.5, -0.5])
-    rows = TrainRows(Rows(x, torch.zeros(5, dtype=torch.long), torch.zeros(5, 2)), views, None, stage1=(W, b))
-    e = rows.epoch(torch.Generator().manual_seed(1))
-    assert torch.allclose(e.teacher, e.features @ W.T + b)
+    objective = DistillObjective(build_loss("ce", [9, 3], {"epochs": 2}), np.array([True, False]), 2)
+    batch = Batch(labels, torch.arange(5), torch.arange(5), None)
+    assert torch.allclose(_teacher(objective, batch, raws, (W, b)), raws[labels == 0] @ W.T + b)
 
 
 def test_crt_on_a_viewed_bank_uses_every_view_by_default_and_records_it(tmp_path):
@@ -87,9 +106,9 @@ def test_views_asked_of_a_bank_without_views_name_the_upgrade(tiny_bank):
 
 
 def test_views_larger_than_memory_say_how_much_is_needed(tmp_path, monkeypatch):
-    import glag.classify.batches as batches
+    import glag.classify.memory as memory
     bank = write_viewed_bank(tmp_path / "bank.h5")
-    monkeypatch.setattr(batches, "available_memory", lambda: 1000)
+    monkeypatch.setattr(memory, "available", lambda device: 1000)
     res = invoke("run", "--bank", bank, "--method", "crt", "--epochs", 1)
     assert res.exit_code != 0 and "GiB of memory" in res.output and "--views" in res.output
 
@@ -165,7 +184,7 @@ def test_afg_moments_from_views_pool_the_views_and_keep_base_rows_as_sources(tmp
         assert all(np.array_equal(l, labels[0]) for l in labels)               # each view keeps the rows' labels
         cfg = dict(k=1, tukey=0.5, beta_init=0.6, gamma=0.0, gamma_mode="isotropic", tail="max-count",
                    tail_max_count=10, tail_fraction=0.5, max_rows_per_class=0, balance_head=True, seed=0,
-                   device="cpu", jobs=1, batch_rows=0, epochs=1)
+                   device="cpu", jobs=1, sample_per_class=0)
         pooled = AdaptiveFeatureGenerator(dict(cfg, moments_from="views")).fit(b)
         base = AdaptiveFeatureGenerator(dict(cfg, moments_from="base")).fit(b)
         train = b.load("train")["features"]
@@ -177,12 +196,12 @@ def test_afg_moments_from_views_pool_the_views_and_keep_base_rows_as_sources(tmp
             assert np.allclose(base.moments.means[k].numpy(), (train[y[:72] == k] ** 0.5).mean(0), atol=1e-5)
         assert pooled.supports.source.max() < b.rows("train")                  # sources are train rows
     out = tmp_path / "s.h5"
-    res = CliRunner().invoke(generate, ["--bank", str(bank), "--moments-from", "views", "--epochs", 1, "--out", str(out)])
+    res = CliRunner().invoke(generate, ["--bank", str(bank), "--moments-from", "views", "--out", str(out)])
     assert res.exit_code == 0, res.output
     with Bank(bank) as b, Store(out, b) as s:
         assert s.config["moments_from"] == "views"
     plain = write_tiny_bank_without_views(tmp_path / "plain" / "bank.h5")
-    res = CliRunner().invoke(generate, ["--bank", str(plain), "--moments-from", "views", "--epochs", 1])
+    res = CliRunner().invoke(generate, ["--bank", str(plain), "--moments-from", "views"])
     assert res.exit_code != 0 and "--moments-from views" in res.output and "--dump-only --views" in res.output
 
 

@@ -32,7 +32,7 @@ def test_features_generate_classify_use_the_bank_just_made(tmp_path, monkeypatch
     bank = tmp_path / "runs" / "digits-im10" / "graloss" / "seed0" / "bank.h5"
     assert bank.is_file()
     assert json.loads((tmp_path / "runs" / "current.json").read_text())["bank"] == str(bank.resolve())
-    res = call(generate, "--beta-init", "0.6", "--epochs", 2)                   # glag-generate --beta-init 0.6
+    res = call(generate, "--beta-init", "0.6")                                  # glag-generate --beta-init 0.6
     assert f"bank: {bank.resolve()} (the current bank" in res.output
     assert (bank.parent / "synthetic" / "latest.json").is_file()
     res = call(classify, "run", "--epochs", 2, "--no-plots", "--run", "g")       # make classify

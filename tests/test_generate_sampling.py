@@ -39,7 +39,7 @@ def correlated_bank(counts=COUNTS, d=D, seed=0):
 def config(**over):
     cfg = dict(k=3, tukey=0.5, beta_init=0.6, gamma=0.0, gamma_mode="isotropic", tail="max-count",
                tail_max_count=100, tail_fraction=0.5, max_rows_per_class=0, balance_head=True, seed=0,
-               device="cpu", jobs=1, batch_rows=0, epochs=1)
+               device="cpu", jobs=1, sample_per_class=0)
     cfg.update(over)
     return cfg
 
@@ -72,8 +72,12 @@ def assert_gaussian_matches(s, mean, sigma, z=5.0):
     assert np.all(np.abs(emp - sigma) <= z * se_cov + 1e-6), (emp, sigma)
 
 
+def numpy_rows(rows):
+    return {k: v.cpu().numpy() if torch.is_tensor(v) else v for k, v in rows.items()}
+
+
 def draw(afg, c, j, n, seed=1):
-    return afg.sampler.batch([(c, np.full(n, j), n)], torch.Generator().manual_seed(seed))
+    return numpy_rows(afg.sampler.draw([(c, np.full(n, j), n)], torch.Generator().manual_seed(seed)))
 
 
 @pytest.mark.parametrize("beta,gamma,mode,k,lam,c", [
@@ -127,7 +131,7 @@ def test_wrong_formula_is_detected():
 def test_non_tail_rows_come_from_their_class_distribution():
     x, y = correlated_bank(seed=2)
     afg = AdaptiveFeatureGenerator(config()).fit(ArrayBank(x, y, COUNTS))
-    rows = afg.sampler.batch([(1, None, DRAWS)], torch.Generator().manual_seed(3))
+    rows = numpy_rows(afg.sampler.draw([(1, None, DRAWS)], torch.Generator().manual_seed(3)))
     assert (rows["d"] == 0).all() and (rows["source"] == -1).all()
     xt = tukey_transform(x[y == 1].astype(np.float64), 0.5)
     assert_gaussian_matches(rows["a"].astype(np.float64), xt.mean(0), np.cov(xt, rowvar=False))
@@ -168,42 +172,73 @@ def test_k_rules():
     row = afg.supports.classes[afg.supports.start[2]]
     assert sorted(row[:2]) == [0, 1] and list(row[2:]) == [-1, -1]
     assert (afg.supports.weights[afg.supports.start[2], 2:] == 0).all()
-    rows = afg.sampler.batch([(2, np.zeros(50, int), 50)], torch.Generator().manual_seed(0))
-    assert np.isfinite(rows["d"]).all()
+    rows = afg.sampler.draw([(2, np.zeros(50, int), 50)], torch.Generator().manual_seed(0))
+    assert torch.isfinite(rows["d"]).all()
     with pytest.raises(GlagError, match="--k 5"):
         AdaptiveFeatureGenerator(config(k=5, tail_max_count=30)).fit(bank)
     with pytest.raises(GlagError, match="no support"):                     # only reachable through the API
         support_classes(class_moments(bank.iter_chunks(), counts, 0.5), [0], 1)
 
 
-def test_same_seed_same_rows_and_epochs_differ():
+def test_same_seed_same_rows_and_seeds_differ():
     x, y = correlated_bank(seed=4)
     rows = []
-    for _ in range(2):
-        afg = AdaptiveFeatureGenerator(config(batch_rows=64)).fit(ArrayBank(x, y, COUNTS))
-        rows.append([b["a"] for b in afg.batches(0)] + [b["d"] for b in afg.batches(1)])
-    assert all(np.array_equal(p, q) for p, q in zip(*rows))
-    assert not np.array_equal(rows[0][0], next(iter(afg.batches(1)))["a"])
+    for seed in (0, 0, 1):
+        afg = AdaptiveFeatureGenerator(config(seed=seed)).fit(ArrayBank(x, y, COUNTS))
+        rows.append(afg.sample(40))
+    assert all(np.array_equal(rows[0][k], rows[1][k]) for k in ("a", "d", "label", "source"))
+    assert not np.array_equal(rows[0]["a"], rows[2]["a"])
+
+
+def test_a_stored_generator_draws_what_the_fitted_one_draws(tmp_path):
+    """Round trip through the store: every array the draws use comes back exactly."""
+    from glag.data.store import Store, StoreWriter
+    from glag.data.synthesis import Synthesizer
+    x, y = correlated_bank(seed=5)
+    afg = AdaptiveFeatureGenerator(config()).fit(ArrayBank(x, y, COUNTS))
+    bank = type("B", (), {"fingerprint": "f" * 32, "config": {}})()
+    with StoreWriter(tmp_path / "s.h5", bank=bank, dtype="float32", meta={}, config={}) as w:
+        w.set_generator(afg.arrays(), afg.need, afg.supports.source)
+    segments = [(c, np.arange(7) % COUNTS[c], 7) for c in np.flatnonzero(afg.tail)] + [(0, None, 9), (1, None, 5)]
+    with Store(tmp_path / "s.h5") as store:
+        loaded = Synthesizer(store.generator())
+    a = afg.sampler.draw(segments, torch.Generator().manual_seed(9))
+    b = loaded.draw(segments, torch.Generator().manual_seed(9))
+    assert torch.equal(a["a"], b["a"]) and torch.equal(a["d"], b["d"]) and np.array_equal(a["source"], b["source"])
+
+
+def test_bf16_factors_keep_eq_8_9_within_sampling_error():
+    """--amp bf16 rounds the factors to 8 bits of mantissa: the calibrated Gaussian still matches the formulas."""
+    from glag.data.synthesis import Synthesizer
+    x, y = correlated_bank(seed=1)
+    afg = AdaptiveFeatureGenerator(config()).fit(ArrayBank(x, y, COUNTS))
+    half = Synthesizer(afg.arrays(), "cpu", "bfloat16")
+    c, j = 4, 1
+    rows = numpy_rows(half.draw([(c, np.full(DRAWS, j), DRAWS)], torch.Generator().manual_seed(4)))
+    _, _, mean, sigma = expected(x, y, afg.moments.index[c][j], 0.5, 3, 0.6, 0.0, "isotropic")
+    s = mix_rows(torch.from_numpy(rows["a"]).double(), torch.from_numpy(rows["d"]).double(), 0.6).numpy()
+    assert_gaussian_matches(s, mean, sigma)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
+def test_cuda_draws_match_the_formulas_and_the_fit_matches_cpu():
+    from glag.data.synthesis import Synthesizer
     x, y = correlated_bank(seed=6)
-    out = {}
-    for dev in ("cpu", "cuda"):
-        afg = AdaptiveFeatureGenerator(config(device=dev)).fit(ArrayBank(x, y, COUNTS))
-        out[dev] = (afg.supports.classes, np.concatenate([b["a"] for b in afg.batches(0)]),
-                    np.concatenate([b["d"] for b in afg.batches(0)]))
-    assert np.array_equal(out["cpu"][0], out["cuda"][0])
-    np.testing.assert_allclose(out["cpu"][1], out["cuda"][1], atol=1e-4)
-    np.testing.assert_allclose(out["cpu"][2], out["cuda"][2], atol=1e-4)
+    fits = {dev: AdaptiveFeatureGenerator(config(device=dev)).fit(ArrayBank(x, y, COUNTS)) for dev in ("cpu", "cuda")}
+    assert np.array_equal(fits["cpu"].supports.classes, fits["cuda"].supports.classes)
+    afg, c, j = fits["cuda"], 3, 0
+    gpu = Synthesizer(afg.arrays(), "cuda")
+    rows = numpy_rows(gpu.draw([(c, np.full(DRAWS, j), DRAWS)], torch.Generator("cuda").manual_seed(1)))
+    _, _, mean, sigma = expected(x, y, afg.moments.index[c][j], 0.5, 3, 0.6, 0.0, "isotropic")
+    s = mix_rows(torch.from_numpy(rows["a"]).double(), torch.from_numpy(rows["d"]).double(), 0.6).numpy()
+    assert_gaussian_matches(s, mean, sigma)
 
 
 def test_rows_do_not_depend_on_worker_threads():
     x, y = correlated_bank(seed=8)
     out = []
     for jobs in (1, 2):
-        afg = AdaptiveFeatureGenerator(config(jobs=jobs, batch_rows=100)).fit(ArrayBank(x, y, COUNTS))
-        out.append(np.concatenate([b["d"] for b in afg.batches(3)]))
+        afg = AdaptiveFeatureGenerator(config(jobs=jobs)).fit(ArrayBank(x, y, COUNTS))
+        out.append(afg.sample(50)["d"])
     assert np.array_equal(out[0], out[1])

@@ -65,13 +65,14 @@ def invoke(main, *args):
 
 
 # ---------------------------------------------------------------- glag-generate
-GEN = ["--epochs", 10, "--jobs", 1]
+GEN = ["--jobs", 1, "--sample-per-class", 200]
+TOY = dict(counts=exp_counts(24, 500, 50), feature_dim=512, seed=1)   # a store of ~10 MB: time to kill mid-write
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """The store fingerprint of an uninterrupted run."""
-    bank = write_toy_bank(tmp_path_factory.mktemp("ref") / "bank.h5", exp_counts(12, 150, 40), 8, seed=1)
+    bank = write_toy_bank(tmp_path_factory.mktemp("ref") / "bank.h5", **TOY)
     invoke(generate, "--bank", bank, *GEN)
     latest = json.loads((bank.parent / "synthetic" / "latest.json").read_text())
     with h5py.File(bank.parent / "synthetic" / latest["store"], "r") as f:
@@ -84,7 +85,7 @@ def _store_half_written(synthetic: Path):
 
 @pytest.mark.parametrize("point", ["after-fit", "mid-store"])
 def test_generate_killed_then_rerun_equals_an_uninterrupted_run(point, generated, tmp_path):
-    bank = write_toy_bank(tmp_path / "bank.h5", exp_counts(12, 150, 40), 8, seed=1)
+    bank = write_toy_bank(tmp_path / "bank.h5", **TOY)
     synthetic = bank.parent / "synthetic"
     run = Started("glag.generate.cli", "--bank", bank, *GEN)
     ready = (lambda: run.saw(r"^fit: ")) if point == "after-fit" else _store_half_written(synthetic)
@@ -96,7 +97,7 @@ def test_generate_killed_then_rerun_equals_an_uninterrupted_run(point, generated
     name = json.loads((synthetic / "latest.json").read_text())["store"]
     assert sorted(p.name for p in synthetic.iterdir()) == sorted([name, "latest.json"])
     with h5py.File(synthetic / name, "r") as f:
-        assert f.attrs["fingerprint"] == generated        # the same rows (the name also hashes the bank's path)
+        assert f.attrs["fingerprint"] == generated        # the same generator (the name also hashes the bank's path)
 
 
 # ---------------------------------------------------------------- glag-classify run

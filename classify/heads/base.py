@@ -41,6 +41,7 @@ class HeadBase(nn.Module):
     needs lives in parameters or buffers, so `state_dict()` is the whole head.
     """
     trainable = True
+    needs_train_rows = False      # calibrate() reads the train rows (else it is given None for them)
 
     @staticmethod
     def reuses_stage1(options: dict) -> bool:
@@ -49,7 +50,8 @@ class HeadBase(nn.Module):
         return False
 
     def calibrate(self, train: tuple, val: tuple | None) -> dict:
-        """Post-training step. Args: train, val = (features (N, D), labels (N,)) tensors or None.
+        """Post-training step. Args: train, val = (features (N, D), labels (N,)) tensors or None (train is None
+        unless the head sets needs_train_rows).
         Returns: what was chosen (e.g. {"tau": 1.0}), recorded in metrics.json."""
         return {}
 

@@ -23,6 +23,7 @@ class NCMHead(HeadBase):
         metric: "cosine" or "euclidean".
     """
     trainable = False
+    needs_train_rows = True
 
     def __init__(self, ctx, metric: str = "cosine"):
         super().__init__()

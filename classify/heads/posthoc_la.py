@@ -32,8 +32,8 @@ class PosthocLogitAdjustHead(HeadBase):
         return self.bias - tau * self.log_prior                                            # Eq. (2), post hoc
 
     def calibrate(self, train, val):
-        best, scores = pick_on_val(lambda t: val[0] @ self.weight.T + self._bias(t), self.taus, val,
-                                   "--posthoc-la-taus")
+        z = val[0] @ self.weight.T if val is not None else None                          # one product for every tau
+        best, scores = pick_on_val(lambda t: z + self._bias(t), self.taus, val, "--posthoc-la-taus")
         self.tau.fill_(best)
         return {"tau": best, "val_accuracy_by_tau": scores}
 

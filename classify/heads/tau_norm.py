@@ -33,8 +33,9 @@ class TauNormHead(HeadBase):
         return self.weight / norms ** tau
 
     def calibrate(self, train, val):
-        best, scores = pick_on_val(lambda t: val[0] @ self._scaled(t).T + self.bias, self.taus, val,
-                                   "--tau-norm-taus")
+        z = val[0] @ self.weight.T if val is not None else None                          # one product for every tau
+        norms = self.weight.norm(dim=1).clamp_min(1e-12)                                   # (C,)
+        best, scores = pick_on_val(lambda t: z / norms ** t + self.bias, self.taus, val, "--tau-norm-taus")
         self.tau.fill_(best)
         return {"tau": best, "val_accuracy_by_tau": scores}
 

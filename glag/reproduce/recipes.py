@@ -119,7 +119,7 @@ def check_names(losses, methods, where: str) -> None:
         raise GlagError(f"{where}: unknown stage-two method(s) {bad}; choose from {sorted(METHODS)}")
 
 
-_SMALL_STORE = {"epochs": 10, "dtype": "float16"}   # blocks cycle over the 40 stage-two epochs
+_SMALL_STORE = {"dtype": "float16"}   # the generator's factors in half precision: half the store
 
 register_recipe("digits", dataset="digits", ims=(10.0,),
                 generate=_SMALL_STORE, classify=STAGE2_QUIET,
@@ -129,37 +129,36 @@ register_recipe("digits", dataset="digits", ims=(10.0,),
 _VIEWS = {"views": 8}
 register_recipe("fashion-mnist", dataset="fashion-mnist", ims=(100.0, 10.0), aliases=("fmnist",),
                 extract=dict(_VIEWS, epochs=8), generate=_SMALL_STORE, classify=STAGE2_QUIET,
-                note="sized for 2 CPU cores: resnet_small, 8 stage-one epochs (reduced), 8 views, 10 store epochs")
+                note="sized for 2 CPU cores: resnet_small, 8 stage-one epochs (reduced), 8 views")
 # Sized to finish in about an hour on two cores (~15 min per bank): CE and GraLoss, one seed; more with
 # --losses / --seeds / --im.
 register_recipe("cifar10-jpeg-cpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0), losses=("ce", "graloss"),
                 seeds=1, extract=dict(_VIEWS, epochs=30), generate=_SMALL_STORE, classify=STAGE2_QUIET,
                 note="CPU schedule: ResNet-32, 30 stage-one epochs instead of 200 (reduced), 8 views, CE and GraLoss "
-                     "banks, 1 seed, 10 store epochs")
+                     "banks, 1 seed")
 register_recipe("cifar10-jpeg-gpu", dataset="cifar10-jpeg", ims=(100.0, 50.0, 10.0), device="gpu",
                 extract=_VIEWS, generate={"dtype": "float16"}, classify=STAGE2_QUIET,
-                note="full schedule: ResNet-32, 200 stage-one epochs, 8 views, 40 store epochs")
+                note="full schedule: ResNet-32, 200 stage-one epochs, 8 views")
 # The many-class check on two CPU cores: Tiny-ImageNet-LT at 32x32 with the CIFAR ResNet-32, CE and GraLoss.
 register_recipe("tiny-imagenet-cpu", dataset="tiny-imagenet", ims=(100.0,), losses=("ce", "graloss"), seeds=1,
                 aliases=("tiny",), extract=dict(_VIEWS, image_size=32, backbone="resnet32", crop_pad=4, epochs=30),
                 generate=_SMALL_STORE, classify=STAGE2_QUIET,
                 note="CPU many-class check: images resized to 32x32, ResNet-32, 30 stage-one epochs (reduced), "
-                     "8 views, CE and GraLoss banks, 1 seed, 10 store epochs")
+                     "8 views, CE and GraLoss banks, 1 seed")
 register_recipe("tiny-imagenet-gpu", dataset="tiny-imagenet", ims=(100.0,), device="gpu", aliases=("tiny",),
-                extract=_VIEWS, generate={"dtype": "float16", "epochs": 10}, classify=STAGE2_QUIET,
-                note="ResNet-10, 100 stage-one epochs, 10 store epochs (a 40-epoch float32 store is ~13 GB per bank)")
+                extract=_VIEWS, generate={"dtype": "float16"}, classify=STAGE2_QUIET,
+                note="ResNet-10, 100 stage-one epochs")
 # The paper's own settings (Sec. 5), for users who have these datasets; tested on fixture files only.
 register_recipe("cifar100-paper", dataset="cifar100", ims=(100.0, 200.0, 50.0, 10.0), device="gpu",
                 generate={"dtype": "float16"}, classify=STAGE2_QUIET,
                 note="paper Sec. 5: ResNet-32, 200 stage-one epochs, 40 generation epochs, beta_init 0.6")
 register_recipe("imagenet-lt-paper", dataset="imagenet-lt", ims=(), device="gpu", aliases=("imagenet",),
-                generate={"dtype": "float16", "epochs": 10, "max_rows_per_class": 200}, classify=STAGE2_QUIET,
-                note="paper Sec. 5: ResNet-10, 200 stage-one epochs; store capped at 200 rows/class/epoch")
+                generate={"dtype": "float16"}, classify=STAGE2_QUIET,
+                note="paper Sec. 5: ResNet-10, 200 stage-one epochs, 40 generation epochs")
 register_recipe("inat-paper", dataset="inat2018", ims=(), device="gpu", aliases=("inat",),
-                generate={"dtype": "float16", "epochs": 10, "max_rows_per_class": 100},
-                classify=dict(STAGE2_QUIET, kd_s=0.5),
-                note="paper Sec. 5: ResNet-50, 90 epochs, s = 0.5 (stage one and KD); pass the SSP model with "
-                     "--extract-args '--pretrained PATH'; store capped at 100 rows/class/epoch")
+                generate={"dtype": "float16"}, classify=dict(STAGE2_QUIET, kd_s=0.5),
+                note="paper Sec. 5: ResNet-50, 90 epochs, s = 0.5 (stage one and KD), 40 generation epochs; pass the "
+                     "SSP model with --extract-args '--pretrained PATH'")
 
 
 def find_recipe(name: str, dataset: str, cuda: bool) -> Recipe:
