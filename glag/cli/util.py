@@ -14,8 +14,11 @@ def friendly_errors(fn):
     """Turn bad input into a one-line `Error: ...` with exit code 1: a GlagError (also one re-raised by a
     torch DataLoader worker, whose message carries the worker's traceback), and an OSError of the
     environment (disk full, permission denied, a missing file) that names its file. Other errors are bugs
-    and keep their traceback."""
+    and keep their traceback. SIGTERM ends the command as Ctrl-C does (glag.data.atomic.sigterm_as_interrupt:
+    no temp file is left), with exit code 143."""
     import errno
+
+    from glag.data.atomic import Terminated, sigterm_as_interrupt
     free, perms = "free space (or raise the file-size limit) and rerun", "check its permissions or use another path"
     disk = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)    # one line even when the error names no file
     advice = {errno.ENOSPC: free, errno.EFBIG: free, errno.EDQUOT: free, errno.EACCES: perms, errno.EPERM: perms,
@@ -32,7 +35,8 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except GlagError as e:
             raise click.ClickException(own_message(str(e))) from None
         except OSError as e:
@@ -40,9 +44,11 @@ def friendly_errors(fn):
                 raise
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}; {advice[e.errno]}") from None
-        except KeyboardInterrupt:
-            click.echo("interrupted; outputs were not written (rerun to resume)", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            killed = isinstance(e, Terminated)
+            click.echo(f"{'terminated (SIGTERM)' if killed else 'interrupted'}; outputs were not written (rerun to "
+                       "resume)", err=True)
+            sys.exit(143 if killed else 130)
     return wrapper
 
 
