@@ -10,10 +10,11 @@ from click.testing import CliRunner
 
 from glag.classify.cli import main as classify
 from glag.data.bank import BankWriter
+from glag.extract.cli import main as extract
 from glag.generate.cli import main as generate
 from glag.verify import main as verify
 from tests.conftest import write_tiny_bank
-from tests.test_bad_inputs import CACHE, refused, run_args, tiny
+from tests.test_bad_inputs import CACHE, CRT, refused, run_args, store_for, tiny, toy
 
 
 # ---------------------------------------------------------------- damage the chunk checksums cannot see
@@ -150,3 +151,144 @@ def test_verify_on_a_truncated_bank_says_to_restore_or_rebuild(tmp_path):
     bank.write_bytes(bank.read_bytes()[:5000])
     line = refused(verify, [bank], tmp_path, "damaged or truncated HDF5 file", "restore a good copy")
     assert "delete" not in line
+
+
+# ---------------------------------------------------------------- --config from another tool, or with unknown keys
+def crt_run(root, *extra):
+    bank = tiny(root)
+    res = CliRunner().invoke(classify, run_args(bank, "--run", "r", *extra))
+    assert res.exit_code == 0, res.output
+    return bank, bank.parent / "stage2" / "r"
+
+
+def test_a_banks_config_cannot_configure_a_stage_two_run(tmp_path):
+    bank = tiny(tmp_path)
+    refused(classify, ["run", "--config", bank, "--bank", bank, *CRT], tmp_path,
+            f"--config {bank}: a feature bank (stage one's options) cannot configure glag-classify run")
+
+
+def test_a_runs_config_cannot_configure_stage_one(tmp_path):
+    _, run = crt_run(tmp_path)
+    refused(extract, ["--config", run / "config.json", "--out", tmp_path / "b" / "bank.h5"], tmp_path,
+            "a stage-two run's config.json", "cannot configure glag-extract")
+
+
+def test_a_misspelt_key_is_refused_with_its_close_match(tmp_path):
+    bank, hand = tiny(tmp_path), tmp_path / "mine.json"
+    hand.write_text(json.dumps({"epocs": 2, "method": "crt"}))
+    refused(classify, ["run", "--config", hand, "--bank", bank], tmp_path,
+            "unknown key(s) 'epocs' (did you mean 'epochs'?)", "glag-classify run takes only its own options")
+
+
+def test_an_edited_key_in_a_runs_own_config_is_refused(tmp_path):
+    bank, run = crt_run(tmp_path)
+    saved = json.loads((run / "config.json").read_text())
+    saved["cfg"]["epocs"] = saved["cfg"].pop("epochs")
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(saved))
+    refused(classify, ["run", "--config", edited, "--run", "again"], tmp_path, "unknown key(s) 'epocs'")
+
+
+def test_the_options_taken_from_a_config_are_named(tmp_path):
+    bank, hand = tiny(tmp_path), tmp_path / "mine.json"
+    hand.write_text(json.dumps({"epochs": 2, "method": "crt", "out": "elsewhere"}))
+    res = CliRunner().invoke(classify, ["run", "--config", str(hand), "--bank", str(bank), "--run", "r",
+                                        "--no-plots", "--no-deploy"])
+    assert res.exit_code == 0, res.output
+    assert f"--config {hand}: took 2 option(s) of glag-classify run: epochs, method; not out" in res.output
+    cfg = json.loads((bank.parent / "stage2" / "r" / "config.json").read_text())["cfg"]
+    assert cfg["epochs"] == 2 and cfg["method"] == "crt"
+
+
+# ---------------------------------------------------------------- options that would do nothing
+@pytest.mark.parametrize("args, needles", [
+    (["--method", "glag", "--head", "ncm"], ["--head ncm is fitted without training: --synthetic, --ad, --kd",
+                                             "use --method ncm"]),
+    (["--method", "glag", "--head", "posthoc_la", "--no-ad"], ["--head posthoc_la", "--synthetic, --kd"]),
+    (["--method", "tau_norm", "--kd"], ["--head tau_norm is fitted without training: --kd", "--no-kd"]),
+], ids=["glag-ncm", "glag-posthoc", "tau-norm-kd"])
+def test_a_head_fitted_without_training_refuses_what_it_cannot_use(args, needles, tmp_path):
+    bank = tiny(tmp_path)
+    store_for(bank)
+    refused(classify, ["run", "--bank", bank, "--no-plots", "--no-deploy", *args], tmp_path, *needles)
+
+
+def test_compile_mode_without_compile_is_refused(tmp_path):
+    refused(extract, ["--dataset", "digits", "--epochs", 1, "--compile-mode", "max-autotune", "--out",
+                      tmp_path / "b" / "bank.h5"], tmp_path, "--compile-mode max-autotune applies only with --compile")
+
+
+# ---------------------------------------------------------------- a bank without a val split
+def test_a_run_that_needs_no_val_says_nothing_was_tuned_on_val(tmp_path):
+    res = CliRunner().invoke(classify, run_args(toy(tmp_path), "--run", "r"))
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.output.splitlines() if "no val split" in line]
+    assert len(notes) == 1 and notes[0].startswith("note:") and "nothing in this run is tuned on val" in notes[0]
+
+
+# ---------------------------------------------------------------- --views bounded by memory, --tensorboard checked first
+STAGE_ONE = ["--dataset", "digits", "--epochs", 1, "--threads", 1, "--workers", 0]
+
+
+def test_views_that_stage_two_could_not_hold_are_refused_before_training(tmp_path, monkeypatch):
+    from glag.extract import dump
+    monkeypatch.setattr(dump, "available_memory", lambda: 10 * 2 ** 20)       # 10 MiB free
+    refused(extract, [*STAGE_ONE, "--views", 100000, "--out", tmp_path / "b" / "bank.h5"], tmp_path,
+            "--views 100000: stage two holds the views in memory as float32", "views fit: lower --views")
+
+
+def readonly(folder, monkeypatch):
+    """What a read-only folder looks like to os.access (root, who runs the tests, ignores chmod)."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(folder) else real(p, mode, **kw))
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "read-only"])
+def test_tensorboard_folders_that_cannot_be_written_are_refused_before_any_work(where, tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    if where == "under-a-file":
+        blocker.write_text("")
+        needles = [f"{blocker} is a file, not a folder"]
+    else:
+        blocker.mkdir()
+        readonly(blocker, monkeypatch)
+        needles = [f"permission denied writing in {blocker}"]
+    board = blocker / "tb"
+    bank = tiny(tmp_path)
+    refused(classify, run_args(bank, "--tensorboard", board), tmp_path, "--tensorboard", *needles)
+    refused(generate, ["--bank", bank, "--epochs", 1, "--tensorboard", board], tmp_path, *needles)
+    refused(extract, [*STAGE_ONE, "--out", tmp_path / "b" / "bank.h5", "--tensorboard", board], tmp_path, *needles)
+
+
+def test_a_sweep_or_api_run_checks_its_tensorboard_folder_before_training(tmp_path):
+    from glag.classify.run import run_stage2
+    from glag.data.errors import GlagError
+    from glag.classify.config import defaults
+    from glag.classify.options import loss_option_specs
+    (tmp_path / "file").write_text("")
+    options = defaults({k: v for k, (v, _) in loss_option_specs().items()})
+    options.update(bank=str(tiny(tmp_path)), method="crt", epochs=1, plots=False, deploy=False,
+                   tensorboard=str(tmp_path / "file" / "tb"))
+    with pytest.raises(GlagError, match="is a file, not a folder"):
+        run_stage2(options, {"method", "epochs", "tensorboard"})
+    assert not (tmp_path / "runs" / "tiny" / "stage2").exists()
+
+
+# ---------------------------------------------------------------- messages that gave risky or wrong advice
+def test_pretrained_that_is_not_a_state_dict_never_advises_weights_only_false(tmp_path):
+    import fractions
+    import torch
+    ckpt = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2), "note": fractions.Fraction(1, 3)}, ckpt)    # a pickled Python object
+    line = refused(extract, [*STAGE_ONE, "--pretrained", ckpt, "--out", tmp_path / "b" / "bank.h5"], tmp_path,
+                   "not a loadable torch checkpoint", "never unpickled here")
+    assert "weights_only" not in line and "False" not in line
+
+
+def test_dump_only_on_an_unreadable_checkpoint_does_not_advise_no_resume(tmp_path):
+    out = tmp_path / "b" / "bank.h5"
+    out.parent.mkdir()
+    (out.parent / "bank.ckpt.pt").write_bytes(b"junk")
+    line = refused(extract, [*STAGE_ONE, "--dump-only", "--out", out], tmp_path, "not a readable stage-one checkpoint",
+                   "--dump-only has nothing to dump", "restore the checkpoint from a copy")
+    assert "--no-resume" not in line and "delete" not in line

@@ -78,36 +78,26 @@ def version_option(fn):
 
 def read_saved_config(path) -> dict:
     """The options an output was made with: a run's config.json (its "cfg"), any JSON object, or the
-    `config` attr of a bank or store (.h5)."""
-    import json
-    path = Path(path)
-    try:
-        if path.suffix == ".h5":
-            import h5py
-            with h5py.File(path, "r", locking=False) as h5:
-                return json.loads(h5.attrs["config"])
-        saved = json.loads(path.read_text())
-    except (OSError, KeyError, ValueError) as e:
-        raise click.BadParameter(f"{path}: no readable saved config ({e.__class__.__name__}); give a run's "
-                                 "config.json, a bank or a store", param_hint="--config") from None
-    if not isinstance(saved, dict):
-        raise click.BadParameter(f"{path}: not a JSON object", param_hint="--config")
-    return saved.get("cfg", saved) if isinstance(saved.get("cfg"), dict) else saved
-
-
-# Keys of a saved config that name where its output went, not how it was made: never reused.
-_NOT_REUSED = ("out", "run", "overwrite", "dump_only", "resume", "current", "tensorboard")
+    `config` attr of a bank or store (.h5); glag.cli.config_file."""
+    from glag.cli.config_file import saved_config
+    return saved_config(path)[1]
 
 
 def config_option(fn):
-    """--config FILE: take every option of a saved config (read_saved_config) as this command's default;
-    options given on the command line still win. Keys the command does not have are ignored."""
+    """--config FILE: take this command's own options from a saved config as its defaults and say which
+    (glag.cli.config_file.take_saved: another tool's config and unknown keys are refused); options given
+    on the command line still win."""
     def load(ctx, param, value):
         if value:
-            names = {p.name for p in ctx.command.params}
-            saved = {k: v for k, v in read_saved_config(value).items() if k in names and k not in _NOT_REUSED}
+            from glag.cli.config_file import take_saved
+            try:
+                saved, line = take_saved(value, ctx.command)
+            except GlagError as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(line, err=True)
             ctx.default_map = dict(ctx.default_map or {}, **saved)
         return value
     return click.option("--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
-                        callback=load, help="Reuse the options of a saved config: a run's config.json, a bank or a "
-                                            "store; options given here win.")(fn)
+                        callback=load, help="Reuse the options of a saved config of this tool: a run's config.json, "
+                                            "a bank or a store, or a JSON object of options; options given here "
+                                            "win.")(fn)
