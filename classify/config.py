@@ -156,14 +156,16 @@ def resolve_auto(cfg: dict, bank, store) -> dict:
 
 
 def check(cfg: dict, bank) -> None:
-    """Refuse combinations that cannot run, naming the option."""
+    """Refuse combinations that cannot run, or cannot mean what config.json would record, naming the option;
+    say so (one note) when the bank has no val split and the run needs none."""
+    from .heads import HEADS, own_options
+    _check_posthoc(cfg, HEADS[cfg["head"]])
     if cfg["ad"] and not cfg["synthetic"]:
         raise GlagError("--ad adapts the beta of synthetic rows; it needs synthetic rows (drop --no-synthetic, "
                         "or pass --no-ad)")
     if cfg["ad"] and "val" not in bank.splits:
         raise GlagError(f"--ad: {bank.path} has no val split to adapt beta on; pass --no-ad or rebuild the bank "
                         "with a validation split")
-    from .heads import HEADS, own_options
     if cfg["space"] == "tukey" and HEADS[cfg["head"]].reuses_stage1(own_options(cfg["head"], cfg)):
         raise GlagError(f"--space tukey with --head {cfg['head']}: this head applies the stage-one weights, which "
                         "act on raw features; use --space raw (or --head linear --linear-init scratch)")
@@ -173,6 +175,25 @@ def check(cfg: dict, bank) -> None:
     for key in ("epochs", "batch_size"):
         if cfg[key] < (1 if key == "batch_size" else 0):
             raise GlagError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")
+    from glag.cli.tensorboard import complaint
+    problem = complaint(cfg.get("tensorboard"))       # sweeps and the API reach here without the click callback
+    if problem:
+        raise GlagError(problem)
+    if "val" not in bank.splits:
+        import click
+        click.echo(f"note: {bank.path} has no val split: nothing in this run is tuned on val (it needs nothing "
+                   "there) and no val accuracy is measured (val-acc shows nan)", err=True)
+
+
+def _check_posthoc(cfg: dict, head) -> None:
+    """A head fitted without training uses no synthetic rows, AD or KD: refuse them rather than record them as on."""
+    used = [k for k in ("synthetic", "ad", "kd") if cfg[k]]
+    if head.trainable or not used:
+        return
+    preset = [f"--{k}" for k in used if PRESETS.get(cfg["method"], {}).get(k)]
+    by = f" (--method {cfg['method']} turns {', '.join(preset)} on)" if preset else ""
+    raise GlagError(f"--head {cfg['head']} is fitted without training: {', '.join('--' + k for k in used)} cannot "
+                    f"apply to it{by}; use --method {cfg['head']}, or pass {' '.join('--no-' + k for k in used)}")
 
 
 def run_hash(cfg: dict) -> str:

@@ -6,6 +6,10 @@ up after itself, so the next writer in that folder does: a temp whose process is
 gone on this host is stale and is removed, with one line on stderr. Write errors
 that are the disk's fault (full, quota, file-size limit) become one-line
 GlagErrors naming the file; the temp is removed on every error path.
+
+SIGTERM (what `timeout`, schedulers and `kill` send) is handled as Ctrl-C while a temp
+exists (`sigterm_as_interrupt`; the console scripts extend it to the whole command): it
+raises `Terminated`, a KeyboardInterrupt, so the same clean-up runs and no temp is left.
 """
 import contextlib
 import errno
@@ -13,9 +17,11 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from glag.data.errors import GlagError
@@ -23,6 +29,33 @@ from glag.data.errors import GlagError
 DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file-size limit (ulimit -f) was reached",
              errno.EDQUOT: "the disk quota is exceeded"}
 _TEMP = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9_.-]+)\.[a-z0-9_]+\.tmp$")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every clean-up on the way out runs."""
+
+
+def _terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt) instead of ending the process at once.
+
+    Only in the main thread (where Python runs signal handlers) and only while SIGTERM has its default
+    action: a handler of the calling program, or of an enclosing block, is left alone. The default
+    action comes back after the block.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -43,7 +76,8 @@ def atomic_file(path, need_bytes=None):
         raise write_error(path, e, need_bytes) from None
     os.close(fd)
     try:
-        yield Path(tmp)
+        with sigterm_as_interrupt():
+            yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should read like any new file
         os.replace(tmp, path)
     except BaseException as e:
@@ -67,7 +101,8 @@ def atomic_dir(path, overwrite=False):
         _remove_empty(made)
         raise write_error(path, e) from None
     try:
-        yield tmp
+        with sigterm_as_interrupt():
+            yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder should read like any new folder
         if path.exists() and overwrite:
             shutil.rmtree(path)
@@ -187,6 +222,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def available_memory():
+    """Bytes of memory the kernel says are available (Linux MemAvailable), or None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def free_bytes(folder) -> int:

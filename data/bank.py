@@ -29,6 +29,7 @@ import numpy as np
 from glag.data.errors import GlagError, open_error, read_error
 from glag.data.h5writer import CHECKSUM, AtomicH5Writer, checked, fingerprint
 from glag.data.provenance import code_version, config_json, now
+from glag.data.validate import check_finite
 
 SCHEMA = "glag-bank/2"
 READABLE = ("glag-bank/1", SCHEMA)   # schema 1 = the same layout without train_views
@@ -214,11 +215,15 @@ class Bank:
         self.has_view_logits = g is not None and "logits" in g
 
     def read(self, name: str, selection=()):
-        """`self.h5[name][selection]`; a failed read (checksum mismatch, I/O error) is a one-line GlagError."""
+        """`self.h5[name][selection]`; a failed read (checksum mismatch, I/O error) and NaN/Inf in float data
+        (damage a chunk checksum can miss; checked on every read, so no validation cache skips it) are
+        one-line GlagErrors."""
         try:
-            return self.h5[name][selection]
+            out = self.h5[name][selection]
         except OSError as e:
             raise read_error(self.path, name, e, REBUILD) from None
+        check_finite(out, self.path, name, selection)
+        return out
 
     def _validate(self):
         a = self.h5.attrs

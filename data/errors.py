@@ -10,8 +10,9 @@ class GlagError(Exception):
     """Bad input or an unusable file; the message is shown to the user as-is."""
 
 
-def open_error(path, exc: OSError, what: str, fix: str) -> GlagError:
-    """h5py could not open `path`: permission (never a reason to delete it) or a damaged file.
+def open_error(path, exc: Exception, what: str, fix: str) -> GlagError:
+    """h5py could not open `path`: permission (never a reason to delete it), a file that is not HDF5 at
+    all (a wrong path: nothing to delete either) or a damaged HDF5 file.
 
     Args:
         what: "feature bank" / "synthetic store"; fix: how to make a new one (e.g. "rerun `make features`").
@@ -19,8 +20,19 @@ def open_error(path, exc: OSError, what: str, fix: str) -> GlagError:
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EACCES:
         return GlagError(f"{path}: permission denied reading the {what}; ask its owner for read access "
                          "(chmod a+r) or work on a copy")
-    return GlagError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__}); it is truncated or not a "
-                     f"{what}: delete it and {fix}")
+    if not _looks_hdf5(path):
+        return GlagError(f"{path}: not an HDF5 file, so not a {what} (another kind of file?); check the path")
+    return GlagError(f"{path}: a damaged or truncated HDF5 file ({exc.__class__.__name__}), not a readable {what}; "
+                     f"restore a good copy or {fix}")
+
+
+def _looks_hdf5(path) -> bool:
+    """True when the file starts with HDF5's signature (or cannot be checked: then assume damage)."""
+    import h5py
+    try:
+        return bool(h5py.is_hdf5(path))
+    except (OSError, ValueError):
+        return True
 
 
 def read_error(path, dataset: str, exc: OSError, fix: str) -> GlagError:

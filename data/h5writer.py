@@ -1,5 +1,22 @@
 """The part every GLAG HDF5 writer shares: a temp file renamed only on success, clean write errors,
-per-chunk checksums and the content fingerprint.
+per-chunk checksums, the content fingerprint and the digests that glag-verify checks.
+
+The contract a writer (BankWriter, StoreWriter, any new one) follows to get all of it:
+
+  - write through `self.h5` and, for every dataset, call `self._digest(key, bytes, ...)` with the
+    dataset's path as `key` and its bytes in C order and in the stored dtype, as they are written
+    (rows may come in any number of calls, in row order). A key that is not one dataset's path
+    (the bank's `classes` and `head`) needs its own recipe in `glag.data.verify.COMPOSITE`.
+  - in `close()`, set the attrs that describe the file, `fingerprint(self._hash)` among them,
+    then call `self._finish()`.
+
+`_finish()` then writes two root attrs (DIGESTS, ATTRS_DIGEST): `digests`, the JSON object
+{key: SHA-256 hex} of every running hash, and `attrs_digest`, a SHA-256 over every other
+attribute of every object in the file (`attrs_digest(h5)`). `glag-verify` recomputes both and
+names the dataset (or the attribute) that no longer matches; readers call `check_attrs` on
+open (cheap: attributes are small), so damaged metadata is refused before any work. The
+Fletcher-32 chunk checksums cannot see every change (0x0000 and 0xFFFF are equal to a ones'-
+complement sum, so an erased 0.0 reads as NaN with a valid checksum); the digests can.
 
 Why the sink: when a write fails (disk full, file-size limit), HDF5 reports it late (when its
 chunk cache is evicted, inside object deallocation, as a stream of ignored exceptions) and then
@@ -10,9 +27,11 @@ cleanly, the temp file is deleted and the writer raises one GlagError naming the
 import contextlib
 import functools
 import hashlib
+import json
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from glag.data.atomic import atomic_file, write_error
 from glag.data.errors import GlagError
@@ -20,6 +39,7 @@ from glag.data.errors import GlagError
 # Every numeric dataset carries a Fletcher-32 checksum per chunk, so a damaged chunk fails its read
 # (h5py raises OSError, turned into a GlagError by the readers). Variable-length strings cannot take it.
 CHECKSUM = {"fletcher32": True}
+DIGESTS, ATTRS_DIGEST = "digests", "attrs_digest"
 
 
 class _Sink:
@@ -75,6 +95,59 @@ def fingerprint(hashes: dict) -> str:
     return total.hexdigest()[:32]
 
 
+def _attr_bytes(value) -> bytes:
+    """One attribute value as bytes that tell its kind and content apart (str, bytes or a numpy value)."""
+    if isinstance(value, str):
+        return b"s" + value.encode("utf-8", "surrogatepass")
+    if isinstance(value, bytes):
+        return b"b" + value
+    arr = np.asarray(value)
+    if arr.dtype.kind == "O":          # an array of variable-length strings
+        return b"o" + repr(arr.shape).encode() + b"".join(_attr_bytes(v) for v in arr.ravel())
+    return b"a" + arr.dtype.str.encode() + repr(arr.shape).encode() + np.ascontiguousarray(arr).tobytes()
+
+
+def attrs_digest(h5) -> str:
+    """SHA-256 hex over every attribute (name and value) of every object in the open file `h5`, objects
+    and names sorted, the root's ATTRS_DIGEST left out. Raises OSError/UnicodeDecodeError (h5py's) for an
+    attribute whose bytes cannot be read back."""
+    names = [""]
+    h5.visit(names.append)
+    total = hashlib.sha256()
+    for name in sorted(names):
+        obj = h5[name] if name else h5
+        for key in sorted(obj.attrs.keys()):
+            if name == "" and key == ATTRS_DIGEST:
+                continue
+            total.update(f"{name}\0{key}\0".encode() + _attr_bytes(obj.attrs[key]) + b"\0")
+    return total.hexdigest()
+
+
+def check_attrs(h5, path, fix: str) -> None:
+    """Refuse a file whose attributes (config, metrics, provenance) were damaged after it was written.
+
+    Files from before ATTRS_DIGEST pass (their attributes have no digest); a JSON attribute that
+    no longer parses is refused either way, since every reader of it would fail later.
+    """
+    from glag.data.errors import GlagError
+    damaged = f"the file was damaged after it was written: restore a good copy or {fix}"
+    try:
+        stored = h5.attrs.get(ATTRS_DIGEST)
+        got = attrs_digest(h5) if stored is not None else None
+    except (OSError, UnicodeDecodeError, KeyError) as e:
+        raise GlagError(f"{path}: its attributes cannot be read ({type(e).__name__}); {damaged}") from None
+    if stored is not None and got != stored:
+        raise GlagError(f"{path}: its attributes (config, metrics, provenance) do not match their digest; {damaged}")
+    for name, key in (("", "config"), ("", "upstream"), ("stage1", "metrics")):
+        obj = h5.get(name) if name else h5
+        if obj is not None and key in obj.attrs:
+            try:
+                json.loads(obj.attrs[key])
+            except (ValueError, TypeError, UnicodeDecodeError):
+                raise GlagError(f"{path}: attribute {name + '/' if name else ''}{key} is not valid JSON; "
+                                f"{damaged}") from None
+
+
 def checked(method):
     """Decorate a writer method: a write the disk refused ends the writer with one GlagError."""
     @functools.wraps(method)
@@ -127,6 +200,8 @@ class AtomicH5Writer:
 
     def _finish(self):
         self.h5.attrs["complete"] = True
+        self.h5.attrs[DIGESTS] = json.dumps({k: h.hexdigest() for k, h in self._hash.items()}, sort_keys=True)
+        self.h5.attrs[ATTRS_DIGEST] = attrs_digest(self.h5)     # last: it covers every other attribute
         self._check()
         try:
             self.h5.close()

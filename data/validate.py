@@ -5,7 +5,8 @@ checks the contents a run is about to use, streaming each split once in chunks
 (bounded memory at any scale):
 
   - features, logits and augmented views finite (a NaN trains a head to NaN);
-  - features >= 0 where a fractional Tukey power will be applied (x ** 0.5 of a negative is NaN);
+  - features >= 0: the bank contract (post-ReLU features), which a fractional Tukey power needs
+    (x ** 0.5 of a negative is NaN); `check_rows` alone refuses them only under such a power;
   - labels inside 0..C-1;
   - the train labels' class counts equal classes/train_counts;
   - the stage-one head finite.
@@ -17,7 +18,11 @@ the chunks of its own streaming pass over the train rows; glag-classify calls
 What passed is cached in `.<bank name>.checks.json` beside the bank, keyed by the
 bank's fingerprint, size and modification time, so an edited bank is scanned
 again. Where the folder cannot be written (a read-only bank) there is no cache.
-Only `glag-verify` re-hashes the bytes against the fingerprint (glag.data.verify).
+Only `glag-verify` re-hashes the bytes against the fingerprint (glag.data.verify). Finiteness
+is also checked by `Bank.read` on every float read (`check_finite`), so no cache can let a NaN
+through: bytes damaged after the scan (an erased 0.0 reads as NaN and keeps a valid Fletcher-32
+checksum) are refused when a stage reads them. `validate_bank` also checks the bank's attributes
+against their digest (glag.data.h5writer.check_attrs) before a run trains on it.
 """
 import json
 import math
@@ -25,13 +30,16 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from glag.data.errors import GlagError
+from glag.data.h5writer import check_attrs
 
 CACHE_SCHEMA = "glag-checks/1"
 CHUNK_BYTES = 2 ** 26            # rows per scanned chunk: about 64 MB of them
 REBUILD = "rebuild it with `make features`"
+# A writer refuses non-finite features, so a NaN found later is most likely damage; logits and the head
+# are not checked when written. glag-verify tells the two apart.
+NON_FINITE = "the bank is unusable: if `glag-verify` finds it damaged, restore a good copy, else " + REBUILD
 
 
 def fractional(lam) -> bool:
@@ -40,6 +48,7 @@ def fractional(lam) -> bool:
 
 
 def _minmax(x: np.ndarray) -> tuple:
+    import torch
     own = x if x.dtype == np.float32 and x.flags.writeable and x.flags.c_contiguous else np.array(x, np.float32)
     lo, hi = torch.aminmax(torch.from_numpy(own))        # one pass finds NaN (both NaN), Inf and the minimum
     return float(lo), float(hi)
@@ -57,16 +66,54 @@ def check_rows(x, where, what: str, start: int = 0, lam=None, fix: str = "") -> 
         return math.inf
     lo, hi = _minmax(x)
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        row = start + int(np.argmax(~np.isfinite(x.reshape(len(x), -1)).all(axis=1)))
-        raise GlagError(f"{where}: NaN or Inf in {what} (row {row}); the bank is unusable: {REBUILD} (the "
-                        "backbone diverged: lower the learning rate or check the input normalisation)")
+        raise non_finite(where, what, start + first_bad_row(x))
     check_min(lo, lam, where, what, fix)
     return lo
+
+
+def non_finite(where, what: str, row: int) -> GlagError:
+    return GlagError(f"{where}: NaN or Inf in {what} (row {row}); " + NON_FINITE.format(where=where))
+
+
+def first_bad_row(x: np.ndarray) -> int:
+    """Index of the first row of `x` (n, ...) holding a NaN or an Inf (0 if none), a block of rows at a time."""
+    rows = x.reshape(len(x), -1) if x.ndim else x.reshape(1, 1)
+    step = max(1, 2 ** 22 // max(1, rows.shape[1]))
+    for start in range(0, len(rows), step):
+        bad = ~np.isfinite(rows[start:start + step]).all(axis=1)
+        if bad.any():
+            return start + int(np.argmax(bad))
+    return 0
+
+
+def check_finite(x: np.ndarray, where, name: str, selection=()) -> None:
+    """Refuse NaN/Inf in the float array `x` just read as `name[selection]`; the message names the row.
+
+    For a selection `(v, rows)` of a 3-d dataset (the views) the row is counted within view v.
+    """
+    if x.dtype.kind != "f" or x.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(x.min()) and np.isfinite(x.max()):     # NaN propagates through both; no temporary array
+            return
+    parts = selection if isinstance(selection, tuple) else (selection,)
+    views = [p for p in parts if isinstance(p, (int, np.integer))]
+    start = next((p.start or 0 for p in parts if isinstance(p, slice)), 0)
+    what = f"{name} of view {int(views[0])}" if views else name
+    raise non_finite(where, what, start + first_bad_row(x if x.ndim else x.reshape(1)))
 
 
 def check_min(lo, lam, where, what: str, fix: str) -> None:
     if fractional(lam) and lo is not None and lo < 0:
         raise GlagError(f"{where}: negative values in {what} (min {lo:.3g}) cannot take Tukey lambda {lam}; {fix}")
+
+
+def check_non_negative(lo, where, what: str) -> None:
+    """The bank contract: features are >= 0 (post-ReLU, docs/formats.md), whatever space a run uses."""
+    if lo is not None and lo < 0:
+        raise GlagError(f"{where}: negative values in {what} (min {lo:.3g}); a bank's features are >= 0 (the "
+                        f"backbone's post-ReLU output), so this one was altered or not written by glag-extract: "
+                        f"{REBUILD}")
 
 
 def check_labels(labels, num_classes: int, where, what: str, start: int = 0) -> None:
@@ -103,6 +150,7 @@ def validate_bank(bank, splits=None, logits=(), views: int = 0, lam=None, fix: s
         {dataset: minimum (float datasets) or True}, of every check made or found in the cache.
     """
     splits = tuple(bank.splits if splits is None else splits)
+    check_attrs(bank.h5, bank.path, REBUILD)                 # cheap, never cached: metadata before any work
     key = _key(bank) if cache else None
     done = _load(bank, key) if cache else {}
     fresh = {}
@@ -122,6 +170,7 @@ def validate_bank(bank, splits=None, logits=(), views: int = 0, lam=None, fix: s
         fresh["stage1/classifier"] = True
     found = dict(done, **fresh)
     for name in [f"{s}/features" for s in splits] + (["train_views/features"] if view_fields else []):
+        check_non_negative(found[name], bank.path, name)
         check_min(found[name], lam, bank.path, name, fix)
     if cache and fresh:
         _save(bank, key, found)

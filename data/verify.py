@@ -1,14 +1,22 @@
-"""glag-verify's check: a bank's or a store's bytes against the fingerprint stored in it, in one streaming pass.
+"""glag-verify's check: a bank's or a store's bytes against the digests stored in it, in one streaming pass.
 
-The fingerprint is what BankWriter and StoreWriter hash while the rows stream in: one
-running SHA-256 per key (`classes`, `<split>/<field>`, `train_views/<field>`, `head` for a
-bank; each dataset's name for a store), each array in its stored type and row order,
-combined by `glag.data.h5writer.fingerprint`. Recomputed here from the file, it gives the
-same 32 hex digits exactly when nothing was altered. Opening a file never does this (it
-reads every byte: minutes at iNaturalist scale); readers check the structure on open,
-the Fletcher-32 checksums on every read, and `glag.data.validate` the numbers.
+A writer (glag.data.h5writer.AtomicH5Writer) keeps one running SHA-256 per key while the rows
+stream in: per dataset, its bytes in C order and stored type, keyed by its path (`train/features`,
+`train_views/logits`, `rows/a`, ...), plus the bank's two composite keys (`classes`: the class names
+and train counts; `head`: the stage-one weight and bias). At close it stores them as the root attr
+`digests` (JSON {key: hex}), the 32-hex `fingerprint` combined from them, and `attrs_digest`, a
+SHA-256 over every other attribute of every object. This module recomputes all of it from the file
+and names the first dataset or the attributes that no longer match: damage that the per-chunk
+Fletcher-32 checksums cannot see (an erased 0.0 that reads as NaN) included.
+
+Files from before the per-dataset digests are checked against their fingerprint alone (the
+bank's keys, or the store's), and a store from before fingerprints is read whole (so every chunk
+checksum is checked). Opening a file never does any of this (it reads every byte: minutes at
+iNaturalist scale); readers check the structure and the attributes on open, the checksums and
+finiteness on every read, and `glag.data.validate` the numbers.
 """
 import hashlib
+import json
 from pathlib import Path
 
 import h5py
@@ -16,77 +24,154 @@ import numpy as np
 
 from glag.data import bank as bank_format
 from glag.data import store as store_format
-from glag.data.errors import GlagError, open_error
-from glag.data.h5writer import fingerprint
+from glag.data.errors import GlagError, open_error, read_error
+from glag.data.h5writer import DIGESTS, check_attrs, fingerprint
 
 ROWS = 4096
+BANK_FIX = "rebuild it with `make features` (stores and runs made from it describe the old content)"
+REBUILD_EITHER = "rebuild it (a bank: `make features`; a store: `glag-generate --force`)"
+NOT_OURS = "glag-verify checks feature banks (bank.h5) and the synthetic stores of glag-generate"
 
 
 def verify(path) -> str:
-    """Check a bank or a store at `path` against its fingerprint; raise GlagError when they differ.
+    """Check a bank or a store at `path` against its digests; raise GlagError naming what differs.
 
     Returns:
-        "" when the fingerprint matched, else a note on what could be checked (a store from
-        before fingerprints: every chunk was read, so its checksums were checked).
+        "" when everything matched, else a note on what could be checked (a file from before the
+        per-dataset digests, or a store from before fingerprints).
     """
     path = Path(path)
-    schema = _schema(path)
-    if schema in bank_format.READABLE:
-        with bank_format.Bank(path) as bank:
-            stored, got = bank.fingerprint, fingerprint(bank_hashes(bank))
-        fix = "rebuild it with `make features` (stores and runs made from it describe the old content)"
-    elif schema == store_format.SCHEMA:
-        with store_format.Store(path) as store:
-            stored, got = store.attrs.get("fingerprint"), fingerprint(store_hashes(store))
-        fix = store_format.REGENERATE
-        if stored is None:
+    schema, fix = _check_header(path)
+    is_bank = schema in bank_format.READABLE
+    reader = bank_format.Bank(path) if is_bank else store_format.Store(path)
+    old = bank_hashes if is_bank else store_hashes
+    with reader:
+        stored = reader.h5.attrs.get("fingerprint")
+        if stored is None:   # a store from before fingerprints (it has no digests either)
+            old(reader)
             return f"{path}: a store from before fingerprints; every chunk was read, none failed its checksum"
-    else:
-        raise GlagError(f"{path}: neither a feature bank nor a synthetic store (schema {schema!r}); "
-                        "glag-verify checks bank.h5 files and the stores of glag-generate")
-    if got != stored:
-        raise GlagError(f"{path}: its content does not match its fingerprint (stored {stored}, computed {got}); "
-                        f"the file was altered or damaged after it was written: {fix}")
+        if DIGESTS not in reader.h5.attrs:
+            _compare(path, stored, fingerprint(old(reader)), "its content", fix)
+            return f"{path}: written before per-dataset digests: its arrays match its fingerprint, its " \
+                   "attributes have no digest"
+        digests = _digests(reader.h5, path, fix)
+        hashes = {key: dataset_hash(reader, key, fix) for key in digests}
+        for key, h in hashes.items():
+            _compare(path, digests[key], h.hexdigest(), key, fix)
+        _compare(path, stored, fingerprint(hashes), "its content", fix)
     return ""
 
 
-def _schema(path: Path):
+def _compare(path, stored, computed, what: str, fix: str) -> None:
+    if computed != stored:
+        raise GlagError(f"{path}: {what} does not match its fingerprint (stored {str(stored)[:16]}..., computed "
+                        f"{computed[:16]}...); the file was altered or damaged after it was written: restore a good "
+                        f"copy or {fix}")
+
+
+def _digests(h5, path, fix) -> dict:
+    try:
+        digests = json.loads(h5.attrs[DIGESTS])
+        assert isinstance(digests, dict) and digests
+    except (ValueError, TypeError, AssertionError, OSError):
+        raise GlagError(f"{path}: its {DIGESTS} attribute is unreadable; the file was damaged after it was written: "
+                        f"restore a good copy or {fix}") from None
+    return digests
+
+
+def _check_header(path: Path) -> tuple:
+    """(schema, what to do when damaged) of a bank or a store whose attributes match their digest.
+
+    Refuses a missing file, a file that is not HDF5 (never advised to be deleted for it), an HDF5
+    file that does not open (truncated or damaged), another kind of HDF5 file, and damaged attributes
+    (checked here, before a reader parses them).
+    """
     if not path.is_file():
         raise GlagError(f"{path}: no such file; give a bank.h5 or a synthetic store")
     try:
-        with h5py.File(path, "r", locking=False) as h5:
-            return h5.attrs.get("schema")
+        is_hdf5 = h5py.is_hdf5(path)
     except OSError as e:
-        raise open_error(path, e, "file", "rebuild it") from None
+        raise open_error(path, e, "bank or store", REBUILD_EITHER) from None
+    if not is_hdf5:
+        raise GlagError(f"{path}: not an HDF5 file (a checkpoint, a JSON or another kind of file?); {NOT_OURS}")
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            schema = h5.attrs.get("schema")
+            fix = BANK_FIX if schema in bank_format.READABLE else \
+                store_format.REGENERATE if schema == store_format.SCHEMA else None
+            if fix is None:
+                raise GlagError(f"{path}: an HDF5 file that is neither a feature bank nor a synthetic store (schema "
+                                f"{schema!r}; a damaged one, if it was one); {NOT_OURS}")
+            if "fingerprint" in h5.attrs:
+                check_attrs(h5, path, fix)
+            return schema, fix
+    except (OSError, UnicodeDecodeError) as e:
+        raise open_error(path, e, "bank or store", REBUILD_EITHER) from None
 
 
-def _rows(reader, name: str, leading: int = 0):
-    """A running SHA-256 of dataset `name` read ROWS rows at a time (per index of a leading axis of `leading`)."""
+def _read(reader, name: str, selection, fix: str):
+    """Dataset bytes as stored, without the readers' finiteness check: damage is reported as a digest mismatch."""
+    try:
+        return reader.h5[name][selection]
+    except OSError as e:
+        raise read_error(reader.path, name, e, fix) from None
+
+
+def _rows(reader, name: str, fix: str = BANK_FIX):
+    """A running SHA-256 of dataset `name`'s bytes in C order, read ROWS rows at a time (for 3-d arrays, such
+    as the views (V, N, D), ROWS rows of one leading index at a time)."""
     h, shape = hashlib.sha256(), reader.h5[name].shape
-    n = shape[1] if leading else (shape[0] if shape else 1)
-    for lead in range(leading) if leading else [None]:
+    if not shape:
+        h.update(np.ascontiguousarray(_read(reader, name, (), fix)).tobytes())
+        return h
+    leads = range(shape[0]) if len(shape) >= 3 else [None]
+    n = shape[1] if len(shape) >= 3 else shape[0]
+    for lead in leads:
         for start in range(0, n, ROWS):
-            rows = slice(start, start + ROWS) if shape else ()
-            h.update(np.ascontiguousarray(reader.read(name, rows if lead is None else (lead, rows))).tobytes())
+            rows = slice(start, start + ROWS)
+            h.update(np.ascontiguousarray(_read(reader, name, rows if lead is None else (lead, rows), fix)).tobytes())
     return h
 
 
+def _classes(reader, fix):
+    names = np.asarray(_read(reader, "classes/names", (), fix), dtype=h5py.string_dtype())
+    names = np.asarray([n.decode() if isinstance(n, bytes) else str(n) for n in names]).astype(str)
+    counts = np.asarray(_read(reader, "classes/train_counts", (), fix), np.int64)
+    return hashlib.sha256(names.tobytes() + counts.tobytes())
+
+
+def _head(reader, fix):
+    W = _read(reader, "stage1/classifier/weight", (), fix)
+    b = _read(reader, "stage1/classifier/bias", (), fix)
+    return hashlib.sha256(np.ascontiguousarray(W).tobytes() + np.ascontiguousarray(b).tobytes())
+
+
+# Digest keys that are not one dataset's path, and how to recompute them (the bank's, from before the rule).
+COMPOSITE = {"classes": _classes, "head": _head}
+
+
+def dataset_hash(reader, key: str, fix: str):
+    """The running hash a writer kept under `key`, recomputed from the open file."""
+    if key in COMPOSITE:
+        return COMPOSITE[key](reader, fix)
+    if key not in reader.h5 or not isinstance(reader.h5[key], h5py.Dataset):
+        raise GlagError(f"{reader.path}: dataset {key} missing inside the file; the file was damaged after it was "
+                        f"written: restore a good copy or {fix}")
+    return _rows(reader, key, fix)
+
+
 def bank_hashes(bank) -> dict:
-    """The running hashes BankWriter kept, recomputed from an open Bank."""
-    names = np.asarray(bank.class_names, dtype=h5py.string_dtype()).astype(str)
-    classes = hashlib.sha256(names.tobytes() + np.asarray(bank.train_counts, np.int64).tobytes())
-    hashes = {"classes": classes}
+    """The running hashes BankWriter kept, recomputed from an open Bank (for banks without `digests`)."""
+    hashes = {"classes": _classes(bank, BANK_FIX), "head": _head(bank, BANK_FIX)}
     for split in bank.splits:
         for field in bank_format.FIELDS:
             hashes[f"{split}/{field}"] = _rows(bank, f"{split}/{field}")
     if bank.views:
         for field in bank.h5[bank_format.VIEWS]:
-            hashes[f"{bank_format.VIEWS}/{field}"] = _rows(bank, f"{bank_format.VIEWS}/{field}", bank.views)
-    W, b = bank.head
-    hashes["head"] = hashlib.sha256(W.tobytes() + b.tobytes())
+            hashes[f"{bank_format.VIEWS}/{field}"] = _rows(bank, f"{bank_format.VIEWS}/{field}")
     return hashes
 
 
 def store_hashes(store) -> dict:
-    """The running hashes StoreWriter kept, recomputed from an open Store."""
-    return {name: _rows(store, name) for name in store.dataset_names()}
+    """The running hashes StoreWriter kept, recomputed from an open Store (for stores without `digests`)."""
+    return {name: _rows(store, name, store_format.REGENERATE) for name in store.dataset_names()}

@@ -6,7 +6,6 @@ and RNG states as uint8 tensors.
 """
 import io
 import json
-import pickle
 
 import torch
 
@@ -58,21 +57,27 @@ def save_checkpoint(path, *, model, optimizer, scheduler, epoch: int, cfg: dict,
         tmp.write_text(history + "\n")
 
 
-def load_checkpoint(path) -> dict:
+# --no-resume does not apply to --dump-only, which needs the checkpoint as it was trained
+UNREADABLE_FIX = {False: "delete it or pass --no-resume",
+                  True: "--dump-only has nothing to dump: restore the checkpoint from a copy, or train again "
+                        "(without --dump-only)"}
+
+
+def load_checkpoint(path, dump_only: bool = False) -> dict:
     """Read and check a checkpoint; its config comes back as a dict under "config"."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+    except Exception as e:      # a junk file raises almost anything (UnpicklingError, struct.error, EOFError, ...)
         raise GlagError(f"{path}: not a readable stage-one checkpoint ({type(e).__name__}); "
-                        "delete it or pass --no-resume") from None
+                        f"{UNREADABLE_FIX[dump_only]}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise GlagError(f"{path}: not a {FORMAT} checkpoint; delete it or pass --no-resume")
+        raise GlagError(f"{path}: not a {FORMAT} checkpoint; {UNREADABLE_FIX[dump_only]}")
     state["config"] = json.loads(state["config"])
     state["history"] = json.loads(state.get("history", "[]"))       # checkpoints from before the history: none
     return state
 
 
-def check_compatible(path, saved: dict, cfg: dict) -> None:
+def check_compatible(path, saved: dict, cfg: dict, dump_only: bool = False) -> None:
     """Refuse to continue a checkpoint trained with other settings, naming them."""
     plain = lambda v: json.loads(json.dumps(v, default=str))  # tuples -> lists, paths -> str; 1 == 1.0
     saved, cfg = {**ADDED_LATER, **saved}, {**ADDED_LATER, **cfg}   # a missing newer key means its old default
@@ -80,17 +85,19 @@ def check_compatible(path, saved: dict, cfg: dict) -> None:
     diffs = [f"{k}={saved.get(k)!r} (this run: {cfg.get(k)!r})" for k in keys
              if plain(saved.get(k)) != plain(cfg.get(k))]
     if diffs:
-        raise GlagError(f"{path}: checkpoint was trained with {', '.join(diffs[:4])}; pass --no-resume to "
-                        "start over, or another --out")
+        fix = "--dump-only dumps it as it was trained: drop the options that differ" if dump_only else \
+            "pass --no-resume to start over, or another --out"
+        raise GlagError(f"{path}: checkpoint was trained with {', '.join(diffs[:4])}; {fix}")
 
 
-def restore(state: dict, *, model, optimizer=None, scheduler=None) -> int:
+def restore(state: dict, *, model, optimizer=None, scheduler=None, dump_only: bool = False) -> int:
     """Load a checkpoint's states into the objects; returns the finished epochs."""
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise GlagError(f"checkpoint does not fit this model ({str(e).splitlines()[0]}); "
-                        "pass --no-resume to start over") from None
+        fix = "--dump-only cannot dump it: check --backbone, or train again (without --dump-only)" if dump_only \
+            else "pass --no-resume to start over"
+        raise GlagError(f"checkpoint does not fit this model ({str(e).splitlines()[0]}); {fix}") from None
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:

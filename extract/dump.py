@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from glag.data.atomic import free_bytes
+from glag.data.atomic import available_memory, free_bytes
 from glag.data.bank import BankWriter
 from glag.cli.util import echo_progress
 from glag.data.errors import GlagError
@@ -44,14 +44,30 @@ def bank_bytes(cfg: dict, feature_dim: int, num_classes: int, rows: dict) -> tup
     return base + views, views
 
 
+def views_memory(cfg: dict, feature_dim: int, num_classes: int, rows: dict) -> str | None:
+    """Why the --views V cannot be held in memory here, or None: stage two loads every view of a bank by
+    default (--views auto), as float32 features (and logits when kept)."""
+    V, width = cfg.get("views", 0), feature_dim + (num_classes if cfg.get("views_logits", True) else 0)
+    per_view, have = rows.get("train", 0) * width * 4, available_memory()
+    if not V or not per_view or have is None or V * per_view <= have:
+        return None
+    return (f"--views {V}: stage two holds the views in memory as float32, {V * per_view / 2 ** 30:.3g} GiB "
+            f"({rows['train']:,} train rows x {width} numbers per view), more than the {have / 2 ** 30:.3g} GiB "
+            f"available here; at most {have // per_view:,} views fit: lower --views")
+
+
 def check_space(out, cfg: dict, feature_dim: int, num_classes: int, rows: dict, ctx) -> None:
-    """Refuse, before anything is written, a bank the disk under `out` cannot hold (on every rank)."""
+    """Refuse, before anything is written, a bank the disk under `out` cannot hold, or views that stage two
+    could not hold in memory (on every rank)."""
     need, views = bank_bytes(cfg, feature_dim, num_classes, rows)
     free = free_bytes(out.parent) if ctx.main else 0
+    memory = views_memory(cfg, feature_dim, num_classes, rows) if ctx.main else None
     # rank 0 writes the bank; its verdict goes to every rank so none waits in a gather for it
-    short = all_reduce_sum(torch.tensor([float(ctx.main and need > free)], device=ctx.device), ctx)
-    if short.item() == 0:
+    bad = ctx.main and (need > free or memory is not None)
+    if all_reduce_sum(torch.tensor([float(bad)], device=ctx.device), ctx).item() == 0:
         return
+    if memory is not None:
+        raise GlagError(memory)
     gib, V = 2 ** 30, cfg.get("views", 0)
     if not V:
         raise GlagError(f"--out {out}: the bank needs {need / gib:.3g} GiB, {out.parent} has {free / gib:.3g} GiB "

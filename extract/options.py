@@ -121,6 +121,14 @@ OPTIONS = [
 ]
 
 
+def check_combinations(cfg: dict) -> None:
+    """Refuse options that would do nothing with the others given (rather than be recorded as if they did)."""
+    from glag.data.errors import GlagError
+    mode = cfg.get("compile_mode") or "default"
+    if mode != "default" and not cfg.get("compile"):
+        raise GlagError(f"--compile-mode {mode} applies only with --compile; add --compile, or drop --compile-mode")
+
+
 def apply_options(fn):
     for option in reversed(OPTIONS):
         fn = option(fn)

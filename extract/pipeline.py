@@ -75,6 +75,8 @@ def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
            if cfg[k] < 1] + [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("lr", "warmup_epochs") if cfg[k] < 0]
     if bad:
         raise GlagError(f"{', '.join(bad)}: must be positive (epochs and batch sizes >= 1, lr >= 0)")
+    from glag.extract.options import check_combinations
+    check_combinations(cfg)
     return cfg
 
 
@@ -140,7 +142,8 @@ def run_extract(options: dict, log=click.echo):
 def _run(options: dict, ctx, log):
     out = Path(options["out"] or default_out(options))
     ckpt = checkpoint_path(out)
-    state = load_checkpoint(ckpt) if ckpt.is_file() and (options["resume"] or options["dump_only"]) else None
+    state = load_checkpoint(ckpt, options["dump_only"]) if ckpt.is_file() and (options["resume"] or options["dump_only"]) \
+        else None
     if options["dump_only"] and state is None:
         raise GlagError(f"--dump-only: no checkpoint at {ckpt}; train first (run without --dump-only)")
     base = state["config"] if options["dump_only"] else None
@@ -152,14 +155,14 @@ def _run(options: dict, ctx, log):
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     if state is not None:
-        check_compatible(ckpt, state["config"], cfg)
+        check_compatible(ckpt, state["config"], cfg, options["dump_only"])
     model = build_model(cfg, ctx, fresh=state is None, log=log)
     loss = make_loss(cfg, data.train_counts, ctx.device)
     splits = load_images(data, cfg, ctx)
     # the dump checks again; checking now spares a long training whose bank could not be written
     check_space(out, cfg, model.feature_dim, data.num_classes, {n: len(s) for n, s in splits.items()}, ctx)
     if options["dump_only"]:
-        if restore(state, model=model) < cfg["epochs"]:
+        if restore(state, model=model, dump_only=True) < cfg["epochs"]:
             raise GlagError(f"--dump-only: {ckpt} holds {state['epoch']}/{cfg['epochs']} epochs; "
                             "rerun without --dump-only to finish training")
     else:

@@ -12,9 +12,11 @@
 Keyword arguments are the command-line options with underscores (`beta_init` for
 `--beta-init`); every option left out takes the tool's default, as on the command
 line, and `config=` reads a saved config first. Bad input raises GlagError with
-the tool's one-line message.
+the tool's one-line message, whatever the entry point and whatever is wrong (a
+missing file, a value of the wrong type, an empty list of images).
 """
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,17 +34,31 @@ def _options(command: click.Command, prog: str, given: dict) -> tuple:
     saved = given.pop("config", None)
     defaults = {}
     if saved is not None:
-        from glag.cli.util import _NOT_REUSED, read_saved_config
-        names = {p.name for p in command.params}
-        defaults = {k: v for k, v in read_saved_config(saved).items() if k in names and k not in _NOT_REUSED}
-    unknown = sorted(set(given) - {p.name for p in command.params})
+        from glag.cli.config_file import take_saved
+        defaults, line = take_saved(_path(saved, "config", prog), command)
+        click.echo(line, err=True)
+    params = {p.name: p for p in command.params}
+    unknown = sorted(set(given) - set(params))
     if unknown:
         raise GlagError(f"{prog}: unknown option(s) {unknown}; see `{prog} --help`")
+    for name, value in given.items():
+        if value is not None and isinstance(params[name].type, click.Path):
+            _path(value, name, prog)
     try:
         ctx = command.make_context(prog, [], default_map=dict(defaults, **given))
     except click.ClickException as e:
         raise GlagError(f"{prog}: {e.format_message()}") from None
+    except (TypeError, ValueError) as e:      # a value click's types could not even look at (a list for a number)
+        raise GlagError(f"{prog}: an option's value has the wrong type ({e}); give what the option's --help "
+                        "says") from None
     return ctx.params, set(given) | set(defaults)
+
+
+def _path(value, name: str, prog: str):
+    """`value` when it is a path (str or os.PathLike); else the one-line GlagError naming the argument."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise GlagError(f"{prog}: {name}={value!r} is not a path; give a str or a pathlib.Path")
+    return value
 
 
 def extract(**options) -> Path:
@@ -75,7 +91,7 @@ def classify(**options) -> Path:
 
 def load_run(folder) -> dict:
     """A finished stage-two run: {"config", "metrics", "history", "beta" (or None)} from its JSON files."""
-    folder = Path(folder)
+    folder = Path(_path(folder, "folder", "load_run"))
     read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else None
     if read("metrics.json") is None:
         raise GlagError(f"{folder}: not a finished stage-two run (no metrics.json)")
@@ -90,7 +106,7 @@ def load_results(*paths):
     Returns a pandas DataFrame when pandas is importable, else a list of dicts.
     """
     from glag.classify.table import find_runs, result_row
-    rows = [result_row(run) for run in find_runs(paths or (".",))]
+    rows = [result_row(run) for run in find_runs([_path(p, "paths", "load_results") for p in paths] or (".",))]
     try:
         import pandas
     except ImportError:  # pandas is no dependency: plain rows are as good for a script
@@ -121,9 +137,12 @@ def predict(run_or_deployed, images, batch_size: int = 256, device: str = "cpu")
 
     from glag.extract.augment import center_crop
     from glag.extract.backbones import load_deployed
-    model = load_deployed(_model_file(run_or_deployed), map_location=device)
+    items, device = _items(images), _device(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GlagError(f"predict: batch_size={batch_size!r}; give a whole number >= 1")
+    model = load_deployed(_model_file(_path(run_or_deployed, "run_or_deployed", "predict")), map_location=device)
     size, channels = int(model.preprocess["decode_size"]), int(model.mean.shape[1])   # mean: one value per channel
-    batch = np.stack([_image(im, channels, size) for im in _items(images)])
+    batch = np.stack([_image(im, channels, size) for im in items])
     classes, probs = [], []
     with torch.no_grad():
         for start in range(0, len(batch), batch_size):
@@ -152,7 +171,27 @@ def _items(images) -> list:
     if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)
                                            and images.dtype == np.uint8 and (images.ndim == 2 or images.shape[-1] in (1, 3))):
         return [images]                              # one image given alone
-    return list(images)                              # a sequence, or an (N, H, W[, C]) array
+    try:
+        items = list(images)                         # a sequence, or an (N, H, W[, C]) array
+    except TypeError:
+        items = None
+    if not items:
+        raise GlagError(f"predict: no images in {type(images).__name__} {str(images)[:40]}; give an image, a sequence "
+                        "of images or a uint8 (N, H, W[, C]) array")
+    return items
+
+
+def _device(device) -> str:
+    """`device` checked as --device is (auto, cpu, cuda, cuda:N); auto is resolved."""
+    from glag.cli.options import Device
+    try:
+        device = Device().convert(device, None, None)
+    except click.ClickException as e:
+        raise GlagError(f"predict: device {e.format_message().removeprefix('Invalid value: ')}") from None
+    if device == "auto":
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _image(image, channels: int, size: int):
@@ -162,6 +201,8 @@ def _image(image, channels: int, size: int):
 
     from glag.data.images import decode_image, to_array
     if isinstance(image, (str, Path)):
+        if not Path(image).is_file():
+            raise GlagError(f"predict: {image}: no such image file; check the path")
         return decode_image(image, channels, size)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):

@@ -6,9 +6,17 @@
 
 Runs talk only through files, so every worker must see the same paths (a shared file system).
 Dask is an optional extra (`pip install "glag[dask]"`), imported only when asked for.
+
+A loky worker dies with the process that started it: killed with kill -9, a sweep cannot stop its
+workers, which would go on writing run folders; each worker watches its parent (`die_with_parent`,
+loky's initializer) and, once it is gone, interrupts its run (whose temp folder is then removed)
+and exits. loky's resource tracker ends by itself once no process holds its pipe.
 """
 import contextlib
 import os
+import signal
+import threading
+import time
 
 import click
 
@@ -88,10 +96,12 @@ def _client(distributed, address: str):
 
 def _config(name: str):
     import joblib
+    # loky workers start with die_with_parent (passed on to loky's executor as its initializer)
+    params = {"initializer": die_with_parent, "initargs": (os.getpid(),)} if name == "loky" else {}
     # parallel_config (joblib >= 1.3) is the current name; parallel_backend the older one
     if hasattr(joblib, "parallel_config"):
-        return joblib.parallel_config(backend=name)
-    return joblib.parallel_backend(name)
+        return joblib.parallel_config(backend=name, **params)
+    return joblib.parallel_backend(name, **params)
 
 
 def threads_per_run(name: str, jobs: int):
@@ -100,3 +110,35 @@ def threads_per_run(name: str, jobs: int):
     if name != "loky":
         return None
     return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+
+
+PARENT_POLL_S = 0.5     # how often a worker looks for its parent
+PARENT_GRACE_S = 5.0    # time the interrupted run has to remove its temp folder before the worker exits
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"parent process gone (signal {signum})")
+
+
+def die_with_parent(parent: int) -> None:
+    """Start a daemon thread that ends this process once `parent` (the pid that started it) is gone.
+
+    A process whose parent died is adopted by another one (init, or a subreaper), so its parent pid
+    changes: that is the sign, checked every PARENT_POLL_S (portable, unlike Linux's PR_SET_PDEATHSIG,
+    which also fires when the parent's *thread* that started the worker ends). The running task gets
+    a KeyboardInterrupt first (through SIGUSR1 to the main thread, which also cuts a sleep or a blocking
+    read short; loky workers ignore SIGINT), so that its writes clean up; after PARENT_GRACE_S the
+    process exits. Runs in the worker's main thread, as loky's initializer does.
+    """
+    if os.getppid() != parent:      # the parent is already gone
+        os._exit(1)
+    signal.signal(signal.SIGUSR1, _interrupted)
+    main = threading.main_thread().ident
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        signal.pthread_kill(main, signal.SIGUSR1)
+        time.sleep(PARENT_GRACE_S)
+        os._exit(1)
+    threading.Thread(target=watch, name="glag-die-with-parent", daemon=True).start()

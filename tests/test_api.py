@@ -44,7 +44,7 @@ def test_cli_config_reproduces_the_run_hash(made, tmp_path):
     saved = lambda folder: json.loads((folder / "config.json").read_text())["cfg"]
     assert run_hash(saved(tmp_path / "same")) == run_hash(saved(run))
     bad = CliRunner().invoke(classify, ["run", "--config", str(run / "head.pt")])
-    assert bad.exit_code == 2 and "no readable saved config" in bad.output and "--config" in bad.output
+    assert bad.exit_code == 1 and "no readable saved config" in bad.output and "--config" in bad.output
 
 
 def test_bad_options_raise_glag_errors(made):
@@ -101,6 +101,26 @@ def test_predict_refuses_runs_without_a_model_and_non_images(made, deployed):
         api.predict(run, np.zeros((1, 8, 8, 1), np.uint8))
     with pytest.raises(GlagError, match="uint8"):
         api.predict(deployed, [np.zeros((8, 8), np.float32)])
+
+
+def test_every_entry_point_raises_one_glag_error_for_bad_input(made, deployed, tmp_path):
+    """Issue #18: click's BadParameter, pathlib's TypeError and numpy's "need at least one array" came through."""
+    import numpy as np
+    bank, _, _ = made
+    image = np.zeros((8, 8), np.uint8)
+    cases = [(lambda: api.classify(config=tmp_path / "none.json"), "--config .*none.json: no readable saved config"),
+             (lambda: api.classify(config=bank), "a feature bank .* cannot configure glag-classify run"),
+             (lambda: api.generate(bank=123), "glag-generate: bank=123 is not a path"),
+             (lambda: api.extract(epochs=[1]), "glag-extract: .*"),
+             (lambda: api.predict(deployed, []), "predict: no images"),
+             (lambda: api.predict(deployed, [tmp_path / "none.png"]), "none.png: no such image file; check the path"),
+             (lambda: api.predict(deployed, [image], batch_size=0), "batch_size=0"),
+             (lambda: api.predict(deployed, [image], device="gpu0"), "device 'gpu0': choose auto, cpu"),
+             (lambda: api.load_run(123), "load_run: folder=123 is not a path"),
+             (lambda: api.load_results(123), "load_results: paths=123 is not a path")]
+    for call, message in cases:
+        with pytest.raises(GlagError, match=message):
+            call()
 
 
 def test_load_results_has_one_row_per_run_below_a_folder(made, deployed, monkeypatch):

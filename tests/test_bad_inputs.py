@@ -151,7 +151,7 @@ def store_for(bank, *args):
 # ---------------------------------------------------------------- glag-generate
 GEN = []
 GENERATE_CASES = [
-    ("nan", set_value("train/features", (5, 3), np.nan), [], ["NaN or Inf", "the train features"]),
+    ("nan", set_value("train/features", (5, 3), np.nan), [], ["NaN or Inf in train/features (row 5)"]),
     ("inf", set_value("train/features", (7, 0), np.inf), ["--tukey", "1"], ["NaN or Inf"]),
     ("negative", set_value("train/features", (5, 3), -2.0), [], ["negative values", "--tukey 1"]),
     ("label-too-big", set_value("train/labels", 4, 99), [], ["label 99", "0..11"]),
@@ -198,7 +198,9 @@ RUN_CASES = [
     ("val-label", tiny, set_value("val/labels", 3, 17), [], ["label 17 in val/labels"]),
     ("counts", tiny, set_value("classes/train_counts", 5, 3), [], ["class 5 has 2 train rows", "says 3"]),
     ("negative-tukey", tiny, set_value("train/features", (1, 1), -1.0),
-     ["--space", "tukey", "--no-synthetic"], ["negative values in train/features", "--space raw"]),
+     ["--space", "tukey", "--no-synthetic"], ["negative values in train/features", "features are >= 0"]),
+    ("negative-raw", tiny, set_value("test/features", (4, 2), -0.5), [],           # the contract, in any space
+     ["negative values in test/features (min -0.5)", "features are >= 0", "make features"]),
     ("missing-dataset", tiny, delete("test/labels"), [], ["dataset test/labels missing inside the bank"]),
     ("wrong-shape", tiny, lambda p, mp: _reshape(p, "val/logits"), [],
      ["val/logits has shape (3, 6), expected (60, 6)"]),

@@ -133,12 +133,14 @@ def _val(path):
     return json.loads((path / "metrics.json").read_text())["val"]["overall"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("t, kd, region", [(0.85, True, (0.6, 1.0)), (-0.3, True, (0.0, 0.4)),
-                                           (0.85, False, (0.6, 1.0)), (-0.3, False, (0.0, 0.4))],
-                         ids=["high", "low", "high-no-kd", "low-no-kd"])
-def test_ad_lands_within_015_of_the_best_fixed_beta(tmp_path, t, kd, region):
-    """The fixed-beta sweep on val gives the best beta; AD, started at 0.6 and never told, must end near it.
+# (t, kd, region of the val-best betas, AD's start): every best beta is >= 0.3 away from the start, so a rule
+# that never moves (or moves too little) cannot pass by starting where the answer is
+CASES = [(0.85, True, (0.6, 1.0), 0.2), (-0.3, True, (0.0, 0.4), 0.9),
+         (0.85, False, (0.6, 1.0), 0.2), (-0.3, False, (0.0, 0.4), 0.9)]
+
+
+def known_case(tmp_path, t, kd, region, start):
+    """(bank, store, {fixed beta: val accuracy}, the best betas) of a known-beta bank; checks the construction.
 
     "Best" is every grid beta whose val accuracy is within one point of the top one (1,800 val rows:
     about two standard errors of a paired difference), so that a plateau of equally good betas does
@@ -156,8 +158,43 @@ def test_ad_lands_within_015_of_the_best_fixed_beta(tmp_path, t, kd, region):
     top = max(sweep.values())
     best = np.array([b for b, v in sweep.items() if v >= top - 0.01])
     assert region[0] <= best.min() and best.max() <= region[1], sweep   # the construction does what it says
-    ad = run_stage2(_options(bank, store, kd=kd, ad=True, run="ad"), {"ad", "kd"}, progress=False)
+    assert np.abs(best - start).min() >= 0.3 - 1e-9, (best, start)         # and the answer is far from the start
+    return bank, store, sweep, best
+
+
+def adapted(bank, store, kd, start, name, **rule):
+    """(final betas of the tail classes, val accuracy) of an AD run from `start`; `rule` overrides AD's options."""
+    rule = dict({"ad": True}, **rule)
+    ad = run_stage2(_options(bank, store, kd=kd, beta_init=start, run=name, **rule),
+                    {"kd", "beta_init", *rule}, progress=False)
     final = np.asarray(json.loads((ad / "beta.json").read_text())["final"])
     assert len(final) == len(TAILS)
-    assert np.all(np.abs(final[:, None] - best[None]).min(1) <= 0.15), (final, sweep)
-    assert _val(ad) >= min(sweep[b] for b in best) - 0.01                # its head is as good as a best beta's
+    return final, _val(ad)
+
+
+def found_the_best(final, val, sweep, best) -> bool:
+    """Every final beta within 0.15 of a best one, and a head as good as a best beta's."""
+    near = np.all(np.abs(final[:, None] - best[None]).min(1) <= 0.15)
+    return bool(near and val >= min(sweep[b] for b in best) - 0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("t, kd, region, start", CASES, ids=["high", "low", "high-no-kd", "low-no-kd"])
+def test_ad_lands_within_015_of_the_best_fixed_beta(tmp_path, t, kd, region, start):
+    """The fixed-beta sweep on val gives the best beta; AD, started 0.3 or more away and never told, ends near it."""
+    bank, store, sweep, best = known_case(tmp_path, t, kd, region, start)
+    final, val = adapted(bank, store, kd, start, "ad")
+    assert found_the_best(final, val, sweep, best), (final, val, sweep)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("off", [{"ad": False}, {"beta_step": 0.0}, {"ad_delta": 0.0}],
+                         ids=["no-ad", "no-step", "no-probe-offset"])
+def test_the_known_optimum_test_fails_with_the_rule_switched_off(tmp_path, off):
+    """The test above can fail: with AD off, a zero step or probes at the main head's beta, the high case with
+    KD (whose best betas once contained the start) is not found."""
+    t, kd, region, start = CASES[0]
+    bank, store, sweep, best = known_case(tmp_path, t, kd, region, start)
+    final, val = adapted(bank, store, kd, start, "off", **off)
+    assert np.allclose(final, start)                                      # the rule did not move
+    assert not found_the_best(final, val, sweep, best), (final, val, sweep)

@@ -51,9 +51,11 @@ def load_pretrained(model: nn.Module, path) -> tuple[list[str], list[str]]:
     except IsADirectoryError:
         raise GlagError(f"{path}: is a folder, not a checkpoint file; check --pretrained") from None
     except Exception as e:  # torch.load on a junk file raises almost anything (KeyError, UnpicklingError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GlagError(f"{path}: not a loadable torch checkpoint ({first}); "
-                        f"pass a state dict saved with torch.save") from None
+        # torch's own text may advise weights_only=False, which runs any code the file holds: never passed on
+        why = "it holds Python objects besides tensors, which are never unpickled here" \
+            if "weights only" in str(e).lower() or "weights_only" in str(e).lower() else type(e).__name__
+        raise GlagError(f"{path}: not a loadable torch checkpoint ({why}); pass a state dict of tensors "
+                        f"saved with torch.save") from None
     state = {_strip(k): v for k, v in _state_dict(obj, path).items()}
     state = {k: v for k, v in state.items() if not k.startswith(IGNORED)}
     own = model.state_dict()

@@ -8,10 +8,12 @@ the reference; the events carry the same numbers for TensorBoard's live curves:
     board.close()
 
 The SummaryWriter (torch.utils.tensorboard, which needs the `tensorboard` package) is made on the first
-write, so a run that writes nothing leaves no folder; without the package, `--tensorboard` is refused
-when the options are parsed, before any work.
+write, so a run that writes nothing leaves no folder; without the package, or with a folder that cannot
+be made or written (under a regular file, in a read-only folder), `--tensorboard` is refused when the
+options are parsed, before any work (and again by stage two's config check, for sweeps and the API).
 """
 import math
+import os
 import re
 from pathlib import Path
 
@@ -33,12 +35,29 @@ def missing() -> str | None:
     return None
 
 
+def unwritable(folder) -> str | None:
+    """The one-line complaint when events cannot go under `folder` (made if need be), else None."""
+    folder = Path(folder)
+    there = folder
+    while not there.exists() and there != there.parent:     # the nearest part of the path that exists
+        there = there.parent
+    if not there.is_dir():
+        return f"--tensorboard {folder}: {there} is a file, not a folder; give a folder (it is made if need be)"
+    if not os.access(there, os.W_OK | os.X_OK):
+        return f"--tensorboard {folder}: permission denied writing in {there}; give a folder you can write"
+    return None
+
+
+def complaint(folder) -> str | None:
+    """Why --tensorboard `folder` cannot work here (the package missing, the folder unwritable), or None."""
+    return (missing() or unwritable(folder)) if folder else None
+
+
 def check_option(ctx, param, value):
     """click callback: refuse --tensorboard at parse time, so a long training never starts without it."""
-    if value:
-        complaint = missing()
-        if complaint:
-            raise click.ClickException(complaint)
+    problem = complaint(value)
+    if problem:
+        raise click.ClickException(problem)
     return value
 
 
@@ -97,7 +116,7 @@ def open_board(root, name: str) -> NoBoard:
     """Board(root / name), or NoBoard() when `root` is empty (the option not given)."""
     if not root:
         return NoBoard()
-    complaint = missing()      # reached from the Python API too, where no click callback ran
-    if complaint:
-        raise GlagError(complaint)
+    problem = complaint(root)      # reached from the Python API too, where no click callback ran
+    if problem:
+        raise GlagError(problem)
     return Board(Path(root) / run_folder_name(name))

@@ -14,8 +14,11 @@ def friendly_errors(fn):
     """Turn bad input into a one-line `Error: ...` with exit code 1: a GlagError (also one re-raised by a
     torch DataLoader worker, whose message carries the worker's traceback), and an OSError of the
     environment (disk full, permission denied, a missing file) that names its file. Other errors are bugs
-    and keep their traceback."""
+    and keep their traceback. SIGTERM ends the command as Ctrl-C does (glag.data.atomic.sigterm_as_interrupt:
+    no temp file is left), with exit code 143."""
     import errno
+
+    from glag.data.atomic import Terminated, sigterm_as_interrupt
     free, perms = "free space (or raise the file-size limit) and rerun", "check its permissions or use another path"
     disk = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)    # one line even when the error names no file
     advice = {errno.ENOSPC: free, errno.EFBIG: free, errno.EDQUOT: free, errno.EACCES: perms, errno.EPERM: perms,
@@ -32,7 +35,8 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except GlagError as e:
             raise click.ClickException(own_message(str(e))) from None
         except OSError as e:
@@ -40,9 +44,11 @@ def friendly_errors(fn):
                 raise
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}; {advice[e.errno]}") from None
-        except KeyboardInterrupt:
-            click.echo("interrupted; outputs were not written (rerun to resume)", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            killed = isinstance(e, Terminated)
+            click.echo(f"{'terminated (SIGTERM)' if killed else 'interrupted'}; outputs were not written (rerun to "
+                       "resume)", err=True)
+            sys.exit(143 if killed else 130)
     return wrapper
 
 
@@ -72,36 +78,26 @@ def version_option(fn):
 
 def read_saved_config(path) -> dict:
     """The options an output was made with: a run's config.json (its "cfg"), any JSON object, or the
-    `config` attr of a bank or store (.h5)."""
-    import json
-    path = Path(path)
-    try:
-        if path.suffix == ".h5":
-            import h5py
-            with h5py.File(path, "r", locking=False) as h5:
-                return json.loads(h5.attrs["config"])
-        saved = json.loads(path.read_text())
-    except (OSError, KeyError, ValueError) as e:
-        raise click.BadParameter(f"{path}: no readable saved config ({e.__class__.__name__}); give a run's "
-                                 "config.json, a bank or a store", param_hint="--config") from None
-    if not isinstance(saved, dict):
-        raise click.BadParameter(f"{path}: not a JSON object", param_hint="--config")
-    return saved.get("cfg", saved) if isinstance(saved.get("cfg"), dict) else saved
-
-
-# Keys of a saved config that name where its output went, not how it was made: never reused.
-_NOT_REUSED = ("out", "run", "overwrite", "dump_only", "resume", "current", "tensorboard")
+    `config` attr of a bank or store (.h5); glag.cli.config_file."""
+    from glag.cli.config_file import saved_config
+    return saved_config(path)[1]
 
 
 def config_option(fn):
-    """--config FILE: take every option of a saved config (read_saved_config) as this command's default;
-    options given on the command line still win. Keys the command does not have are ignored."""
+    """--config FILE: take this command's own options from a saved config as its defaults and say which
+    (glag.cli.config_file.take_saved: another tool's config and unknown keys are refused); options given
+    on the command line still win."""
     def load(ctx, param, value):
         if value:
-            names = {p.name for p in ctx.command.params}
-            saved = {k: v for k, v in read_saved_config(value).items() if k in names and k not in _NOT_REUSED}
+            from glag.cli.config_file import take_saved
+            try:
+                saved, line = take_saved(value, ctx.command)
+            except GlagError as e:
+                raise click.ClickException(str(e)) from None
+            click.echo(line, err=True)
             ctx.default_map = dict(ctx.default_map or {}, **saved)
         return value
     return click.option("--config", type=click.Path(exists=True, dir_okay=False), is_eager=True, expose_value=False,
-                        callback=load, help="Reuse the options of a saved config: a run's config.json, a bank or a "
-                                            "store; options given here win.")(fn)
+                        callback=load, help="Reuse the options of a saved config of this tool: a run's config.json, "
+                                            "a bank or a store, or a JSON object of options; options given here "
+                                            "win.")(fn)

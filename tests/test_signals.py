@@ -1,0 +1,102 @@
+"""Signals (issue #18): SIGTERM cleans up as Ctrl-C does, and a sweep's loky workers die with their parent."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from glag.generate.toybank import exp_counts, write_toy_bank
+from tests.test_kill_safety import GEN, Started, _store_half_written, temps
+
+
+def test_sigterm_mid_store_leaves_no_temp_and_says_so(tmp_path):
+    """`timeout` and schedulers send SIGTERM: the store being written is removed, as under Ctrl-C."""
+    bank = write_toy_bank(tmp_path / "bank.h5", exp_counts(12, 150, 40), 8, seed=1)
+    synthetic = bank.parent / "synthetic"
+    run = Started("glag.generate.cli", "--bank", bank, *GEN)
+    deadline = time.time() + 90
+    while not _store_half_written(synthetic)():
+        assert run.proc.poll() is None and time.time() < deadline, "".join(run.lines)
+        time.sleep(0.002)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(timeout=60) == 143, "".join(run.lines)
+    time.sleep(0.1)                                     # the reader thread takes the last line
+    assert "terminated (SIGTERM); outputs were not written" in "".join(run.lines)
+    assert temps(synthetic) == [] and not list(synthetic.glob("*.h5"))
+
+
+def test_sigterm_inside_an_atomic_write_of_a_library_caller_removes_the_temp(tmp_path):
+    """From the Python API too (no console script around it): the temp goes, SIGTERM's default comes back."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        from glag.data.atomic import Terminated, atomic_file
+        try:
+            with atomic_file({str(tmp_path / 'out.bin')!r}) as tmp:
+                tmp.write_bytes(bytes(10 ** 6))
+                os.kill(os.getpid(), signal.SIGTERM)
+        except Terminated:
+            print("terminated", signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "terminated True", out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+WORKERS = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from joblib import Parallel, delayed
+    from glag.parallel import backend
+
+    def task(i, folder):
+        Path(folder, f"{i}.pid").write_text(str(os.getpid()))
+        try:
+            time.sleep(120)
+        except KeyboardInterrupt:
+            Path(folder, f"{i}.interrupted").write_text("")
+            raise
+
+    with backend("loky", jobs=2):
+        Parallel(n_jobs=2)(delayed(task)(i, sys.argv[1]) for i in range(2))
+""")
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie nobody reaped yet has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.is_file() and "\nState:\tZ" in status.read_text())
+
+
+def test_loky_workers_die_with_a_parent_killed_with_sigkill(tmp_path):
+    """kill -9 of a sweep once left its workers running (and writing run folders) for as long as their runs took."""
+    parent = subprocess.Popen([sys.executable, "-c", WORKERS, str(tmp_path)])
+    pids = []
+    try:
+        deadline = time.time() + 60
+        while len(pids) < 2:
+            assert parent.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+            pids = [int(p.read_text()) for p in tmp_path.glob("*.pid") if p.read_text()]
+        parent.kill()
+        parent.wait()
+        deadline = time.time() + 30
+        while any(map(_alive, pids)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, pids)), "workers outlived their parent"
+        assert sorted(p.name for p in tmp_path.glob("*.interrupted")) == ["0.interrupted", "1.interrupted"]
+    finally:
+        for pid in filter(_alive, pids):            # only the workers this test started
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_started_after_its_parent_died_exits_at_once():
+    code = ("import os; from glag.parallel import die_with_parent; print('started', flush=True); "
+            "die_with_parent(os.getppid() + 10 ** 6); print('ran')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stdout.split() == ["started"], out.stderr
