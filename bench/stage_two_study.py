@@ -1,6 +1,7 @@
-"""Stage two on one bank, every variant issue 14 asks about, side by side (no stage one: the bank is given).
+"""Stage two on one bank, every variant issue 14 (or 19) asks about, side by side (no stage one: the bank is given).
 
     .venv/bin/python bench/stage_two_study.py runs/cifar10-jpeg-im100/graloss/seed0/bank.h5 [--seeds 0,1,2]
+    .venv/bin/python bench/stage_two_study.py BANK --family epochs --seeds 0,1,2 --folder epoch-study
 
 Writes <bank folder>/study/table.md and table.csv: val and test accuracy of
   - the stage-one head, cRT, LWS, MiSLAS (LAS on the stage-one head), each from the
@@ -11,6 +12,10 @@ Writes <bank folder>/study/table.md and table.csv: val and test accuracy of
   - GLAG with fixed beta (KD on, gamma 0) over a beta grid, and which beta val picks:
     the target for AD is "within 0.3 points of the beta val picks" (test accuracy).
 Every knob is chosen on val; test decides nothing. Stage-two seeds: --seeds.
+
+`--family epochs` (issue 19) runs GLAG with its defaults under each epoch design and precision
+(EPOCH_VARIANTS): the gap-rule pool per epoch, len(train) draws per epoch, bf16 GEMMs, and the
+probes stepping on part of the batches, so that the default is what val supports.
 """
 import csv
 import json
@@ -44,11 +49,20 @@ def variants(views: int) -> dict:
     return v
 
 
-def generate(bank: Path, moments_from: str) -> Path:
+EPOCH_VARIANTS = {
+    "glag defaults (epoch auto)": {},
+    "glag epoch pool": {"epoch_size": "pool"},
+    "glag epoch real": {"epoch_size": "real"},
+    "glag epoch auto bf16": {"amp": "bf16"},
+    "glag epoch real bf16": {"epoch_size": "real", "amp": "bf16"},
+}
+
+
+def generate(bank: Path, moments_from: str, folder: str) -> Path:
     from click.testing import CliRunner
     from glag.generate.cli import main
-    out = bank.parent / "study" / f"store-{moments_from}.h5"
-    res = CliRunner().invoke(main, ["--bank", str(bank), "--out", str(out), "--epochs", "10", "--dtype", "float16",
+    out = bank.parent / folder / f"store-{moments_from}.h5"
+    res = CliRunner().invoke(main, ["--bank", str(bank), "--out", str(out), "--dtype", "float16",
                                     "--moments-from", moments_from], catch_exceptions=False)
     if res.exit_code:
         raise click.ClickException(res.output)
@@ -66,26 +80,31 @@ def one(bank, store, out, name, opts, seed):
     final = json.loads(beta.read_text()).get("final") if beta.is_file() else None
     return {"name": name, "seed": seed, "val": m["val"]["overall"], "test": m["test"]["overall"],
             "many": m["test"]["many"], "medium": m["test"]["medium"], "few": m["test"]["few"],
-            "beta": None if not final else float(np.mean(final)), "seconds": time.time() - started}
+            "beta": None if not final else float(np.mean(final)), "seconds": time.time() - started,
+            "rows": sum(h.get("rows", 0) for h in json.loads((path / "history.json").read_text()))}
 
 
 @click.command()
 @click.argument("bank", type=click.Path(exists=True, dir_okay=False))
 @click.option("--seeds", default="0", show_default=True)
 @click.option("--only", default="", help="Comma-separated variant names (default: all).")
-def main(bank, seeds, only):
+@click.option("--family", type=click.Choice(["issue14", "epochs"]), default="issue14", show_default=True)
+@click.option("--folder", default="study", show_default=True, help="Folder beside the bank for stores, runs, tables.")
+def main(bank, seeds, only, family, folder):
     bank = Path(bank)
     with Bank(bank) as b:
         views, stage1 = b.views, b.metrics
-    stores = {"base": generate(bank, "base")}
-    if views:
-        stores["views"] = generate(bank, "views")
-    todo = variants(views)
-    if views:
-        todo["glag moments-from-views"] = {"store": str(stores["views"])}
+    stores = {"base": generate(bank, "base", folder)}
+    if family == "epochs":
+        todo = dict(EPOCH_VARIANTS)
+    else:
+        todo = variants(views)
+        if views:
+            stores["views"] = generate(bank, "views", folder)
+            todo["glag moments-from-views"] = {"store": str(stores["views"])}
     if only:
         todo = {k: v for k, v in todo.items() if k in only.split(",")}
-    out = bank.parent / "study" / "stage2"
+    out = bank.parent / folder / "stage2"
     rows = []
     for seed in [int(s) for s in seeds.split(",")]:
         for name, opts in todo.items():
@@ -95,7 +114,7 @@ def main(bank, seeds, only):
             r = rows[-1]
             click.echo(f"{name} s{seed}: val {100 * r['val']:.2f} test {100 * r['test']:.2f} "
                        f"({r['seconds']:.0f}s)", err=True)
-    write(bank.parent / "study", rows, stage1)
+    write(bank.parent / folder, rows, stage1)
 
 
 def fmt(vals):
@@ -107,17 +126,19 @@ def fmt(vals):
 
 def write(folder: Path, rows: list, stage1: dict):
     names = list(dict.fromkeys(r["name"] for r in rows))
-    lines = ["| variant | val | test | many | medium | few | mean final beta |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | val | test | many | medium | few | mean final beta | seconds | rows drawn |",
+             "|---|---|---|---|---|---|---|---|---|"]
     if stage1.get("test"):
         s = stage1
         lines.append(f"| stage one | {fmt([s['val']['overall']])} | {fmt([s['test']['overall']])} | "
-                     f"{fmt([s['test']['many']])} | {fmt([s['test']['medium']])} | {fmt([s['test']['few']])} | - |")
+                     f"{fmt([s['test']['many']])} | {fmt([s['test']['medium']])} | {fmt([s['test']['few']])} | - | - | - |")
     for n in names:
         rs = [r for r in rows if r["name"] == n]
         beta = [r["beta"] for r in rs if r["beta"] is not None]
         lines.append(f"| {n} | {fmt([r['val'] for r in rs])} | {fmt([r['test'] for r in rs])} | "
                      f"{fmt([r['many'] for r in rs])} | {fmt([r['medium'] for r in rs])} | {fmt([r['few'] for r in rs])}"
-                     f" | {f'{np.mean(beta):.2f}' if beta else '-'} |")
+                     f" | {f'{np.mean(beta):.2f}' if beta else '-'} | {np.mean([r['seconds'] for r in rs]):.0f} | "
+                     f"{int(np.mean([r.get('rows', 0) for r in rs])):,} |")
     fixed = [n for n in names if n.startswith("glag fixed ")]
     if fixed:
         val = {n: np.mean([r["val"] for r in rows if r["name"] == n]) for n in fixed}

@@ -39,18 +39,19 @@ OPTIONS = {
                     "auto: every view the bank holds, 0: the un-augmented rows."),
     "loss": ("ce", "Stage-two loss (loss_CE of Eq. 11), any stage-one loss by name."),
     "epochs": (40, "Stage-two training epochs; GLAG draws fresh synthetic rows every epoch."),
-    "epoch_size": ("real", "Sampler draws per epoch from the real + synthetic pool (each class synthetic at its gap "
-                           "rate): real (as many as the bank's train rows), pool (as many as the gap-rule pool "
-                           "holds: C x N_max with the full gap) or a number. Without synthetic rows every value is "
-                           "len(train)."),
+    "epoch_size": ("auto", "Sampler draws per epoch from the real + synthetic pool (each class synthetic at its gap "
+                           "rate): pool (as many as the gap-rule pool holds, C x N_max), real (as many as the bank's "
+                           "train rows), auto (the pool, cut to max(real, 128 batches)) or a number. Without "
+                           "synthetic rows an epoch is len(train) draws."),
     "batch_size": (512, "Rows per SGD step."),
     "lr": (0.2, "Initial learning rate (cosine schedule to 0)."),
     "momentum": (0.9, "SGD momentum."),
     "weight_decay": (5e-4, "SGD weight decay."),
     "seed": (0, "Seed for head initialisation, sampling and gamma noise."),
     "device": (AUTO, "cpu, cuda, cuda:N, or auto (cuda when available): where rows, generator and heads live."),
-    "amp": ("none", "bf16: head and generator matrix products in bfloat16 (GPUs, AMX CPUs; docs/stage-two.md has "
-                    "what it changes), none: float32."),
+    "amp": ("auto", "bf16: the heads' matrix products in bfloat16 autocast, none: float32, auto: bf16 for large "
+                    "heads (D x C >= 2^20) where the device computes it natively (CUDA, CPUs with AMX), else none "
+                    "(docs/stage-two.md has what it changes)."),
     "threads": (0, "CPU threads for torch; 0: one for small heads (D * C < 2^20: threads cost more than they "
                    "give there, and thrash when other processes share the cores), else torch's setting."),
     "groups": ("bank", f"Many/medium/few rule: bank (the bank config's 'groups', else auto) or one of {list(RULES)}."),
@@ -89,7 +90,7 @@ OPTIONS = {
                         "tensorboard extra: pip install 'glag[tensorboard]'); empty: none."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }
-CHOICES = {"space": ("raw", "tukey"), "amp": ("none", "bf16"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
+CHOICES = {"space": ("raw", "tukey"), "amp": (AUTO, "none", "bf16"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,
            "ad_rule": ("paired", "sign"), "ad_criterion": ("accuracy", "soft_error", "ce"), "linear_init": ("scratch", "stage1"),
            "ncm_metric": ("cosine", "euclidean"), "kd_form": (AUTO, "convex", "linear", "concave")}
 AUTO_FLOATS = ("tukey_lambda", "beta_init", "gamma", "kd_c", "kd_s")
@@ -151,8 +152,24 @@ def resolve_auto(cfg: dict, bank, store) -> dict:
     out["views"] = views_to_use(bank, cfg["views"]) if HEADS[cfg["head"]].trainable else 0
     if cfg["device"] == AUTO:
         out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    large = bank.feature_dim * bank.num_classes >= 2 ** 20       # small heads: bf16 costs more than it saves
+    out["amp"] = (native_bf16(out["device"]) if large else "none") if cfg["amp"] == AUTO else cfg["amp"]
     out["bank"], out["bank_fingerprint"] = str(bank.path), bank.fingerprint
     return out
+
+
+def native_bf16(device) -> str:
+    """"bf16" where the device multiplies bfloat16 natively (a CUDA GPU that supports it, a CPU with AMX), else
+    "none": elsewhere autocast would emulate it, slower than float32."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "bf16" if any("amx_bf16" in line.split() for line in f if line.startswith("flags")) else "none"
+    except OSError:
+        return "none"
 
 
 def check(cfg: dict, bank) -> None:
@@ -171,7 +188,7 @@ def check(cfg: dict, bank) -> None:
                         "act on raw features; use --space raw (or --head linear --linear-init scratch)")
     if not cfg["beta_min"] <= cfg["beta_max"]:
         raise GlagError(f"--beta-min {cfg['beta_min']} > --beta-max {cfg['beta_max']}")
-    epoch_size(cfg["epoch_size"], 1, 1)                  # real, pool or a number >= 1, named if not
+    epoch_size(cfg["epoch_size"], 1, 1)                  # auto, real, pool or a number >= 1, named if not
     for key in ("epochs", "batch_size"):
         if cfg[key] < (1 if key == "batch_size" else 0):
             raise GlagError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")

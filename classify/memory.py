@@ -11,6 +11,7 @@ import click
 import numpy as np
 import torch
 
+from glag.data.atomic import available_memory
 from glag.data.errors import GlagError
 
 from .plan import CHUNK_BATCHES
@@ -44,8 +45,7 @@ def estimate(cfg: dict, bank, store, head) -> dict:
         parts["batches"] = lanes * B * (2 * D + 4 * C) * 4
         if store is not None:
             stored, size = store.generator_bytes(), np.dtype(store.attrs.get("dtype", "float32")).itemsize
-            compute = 2 if cfg["amp"] == "bf16" else 4
-            parts["generator"] = stored + (0 if compute == size else stored * compute // size)   # + a converted copy
+            parts["generator"] = stored * (1 if size == 4 else 3)          # float16 stores: + a float32 copy
             k = int(store.attrs.get("k", 3))
             parts["synthetic chunk"] = CHUNK_BATCHES * B * D * 4 * (4 + k + (cfg["gamma"] > 0))
     parts["scoring"] = EVAL_ROWS * (D + 2 * C) * 4
@@ -60,14 +60,7 @@ def available(device) -> int | None:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return available_memory()
 
 
 def check_memory(cfg: dict, bank, store, head, say: bool = True) -> int:
@@ -93,8 +86,6 @@ def _fixes(cfg, parts, store) -> str:
     if views:
         fixes.append(f"fewer views (--views {max(cfg['views'] // 2, 0)}; each costs "
                      f"{parts[views] / cfg['views'] / GiB:.2f} GiB)")
-    if store is not None and cfg["amp"] != "bf16":
-        fixes.append("--amp bf16 (the generator in half)")
     if cfg["ad"] and store is not None:
         fixes.append("--no-ad (one head instead of three)")
     if torch.device(cfg["device"]).type == "cpu" and torch.cuda.is_available():

@@ -91,8 +91,7 @@ def _fit(cfg, bank, store, progress):
                                 adaptive=cfg["ad"], rule=cfg["ad_rule"], delta=cfg["ad_delta"],
                                 momentum=cfg["ad_momentum"], warmup=cfg["ad_warmup"], pool=cfg["ad_pool"],
                                 criterion=cfg["ad_criterion"])
-            synth = SyntheticRows(store, space, cfg["gamma"], cfg["gamma_mode"], cfg["seed"], device,
-                                  "bfloat16" if cfg["amp"] == "bf16" else "float32")
+            synth = SyntheticRows(store, space, cfg["gamma"], cfg["gamma_mode"], cfg["seed"], device)
         head_mask = np.ones(C, dtype=bool)
         head_mask[tail] = False
         history = train_head(head, _objective(bank, cfg, head_mask, device), real, synth, beta, val, cfg, gen,

@@ -8,9 +8,11 @@ synthetic rows (N_max - N_k, capped: `need`), as in the paper's gap rule. The
 sampler draws from that pool without building it: a draw that lands on a real row
 visits it, one that lands on the synthetic share becomes a fresh synthetic row,
 drawn where the head trains. So each class's draws are synthetic at its gap rate,
-N_k / (N_k + need_k) real, and an epoch costs only the draws it makes:
-`--epoch-size real` makes len(train) of them (the default, docs/paper-readings.md),
-`pool` as many as the pool has rows (an epoch of the materialised gap-rule pool).
+N_k / (N_k + need_k) real, and an epoch costs only the draws it makes: `--epoch-size
+pool` makes as many as the pool has rows (an epoch of the materialised gap-rule pool),
+`real` len(train), and `auto` (the default) the pool up to max(len(train), 128 batches):
+the pool on CIFAR-sized banks, len(train) at ImageNet-LT's and iNaturalist's, where the
+pool is 11-18 times the train split (docs/paper-readings.md has the measurements).
 """
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ from torch import Tensor
 from glag.data.errors import GlagError
 
 CHUNK_BATCHES = 32          # synthetic rows are drawn for this many batches at a time
+AUTO_BATCHES = 128          # --epoch-size auto: an epoch of the pool is cut to max(len(train), this many batches)
 
 
 def instance_order(labels: Tensor, num_classes: int, generator) -> Tensor:
@@ -78,8 +81,11 @@ class EpochPlan:
         return self.labels.shape[0]
 
 
-def epoch_size(option, n_real: int, pool: int) -> int:
-    """--epoch-size: real (len(train) draws), pool (as many as the gap-rule pool has rows) or a number."""
+def epoch_size(option, n_real: int, pool: int, batch_size: int = 512) -> int:
+    """--epoch-size: auto (the pool, capped at max(len(train), AUTO_BATCHES batches)), real (len(train) draws),
+    pool (as many as the gap-rule pool has rows) or a number."""
+    if option == "auto":
+        return min(pool, max(n_real, AUTO_BATCHES * batch_size))
     if option == "real":
         return n_real
     if option == "pool":
@@ -89,7 +95,7 @@ def epoch_size(option, n_real: int, pool: int) -> int:
     except (TypeError, ValueError):
         size = 0
     if size < 1:
-        raise GlagError(f"--epoch-size {option!r}: give real, pool or a number of draws >= 1")
+        raise GlagError(f"--epoch-size {option!r}: give auto, real, pool or a number of draws >= 1")
     return size
 
 
@@ -101,7 +107,7 @@ def plan_epoch(labels: Tensor, num_classes: int, views: int, synth, cfg: dict, g
         return EpochPlan(labels[order], order, pick[order] if pick is not None else None, None)
     real = torch.bincount(labels, minlength=num_classes)                                  # (C,) N_k
     pool = real + torch.as_tensor(synth.need)
-    size = epoch_size(cfg["epoch_size"], len(labels), int(pool.sum()))
+    size = epoch_size(cfg["epoch_size"], len(labels), int(pool.sum()), cfg["batch_size"])
     cls, pos = POOL_DRAWS[cfg["sampler"]](pool, size, generator)
     is_real = pos < real[cls]
     by_class = torch.argsort(labels, stable=True)

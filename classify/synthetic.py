@@ -45,12 +45,11 @@ class SyntheticRows:
         space: the head's space, "raw" or "tukey".
         gamma, gamma_mode: dispersion added at mixing time (Eq. 9).
         seed: the run's seed (with the store's own seed, it keys every draw).
-        device: where rows are drawn; dtype: "float32" or "bfloat16" for the factor products.
+        device: where rows are drawn (the factors live there in float32).
     """
 
-    def __init__(self, store, space: str, gamma=0.0, gamma_mode="isotropic", seed: int = 0, device="cpu",
-                 dtype: str = "float32"):
-        self.synth = Synthesizer(store.generator(), device, dtype)
+    def __init__(self, store, space: str, gamma=0.0, gamma_mode="isotropic", seed: int = 0, device="cpu"):
+        self.synth = Synthesizer(store.generator(), device)
         self.need = np.asarray(store.need, np.int64)                                     # (C,) gap rows
         self.counts = np.asarray(store.counts, np.int64)                                 # (C,) N_k of the moments
         self.tail = np.zeros(len(self.need), bool)
@@ -80,9 +79,15 @@ class SyntheticRows:
 
     def mix(self, drawn: Drawn, beta: Tensor, rows=slice(None)) -> tuple[Tensor, Tensor]:
         """(head-space rows, raw rows) of `drawn[rows]` mixed with per-class beta (C,) (Eq. 8-9)."""
-        a, d, y = drawn.a[rows], drawn.d[rows], drawn.labels[rows]
-        eps = drawn.eps[rows] if drawn.eps is not None else None
-        mixed = mix_rows(a, d, beta[y], self.gamma, self.gamma_mode, eps=eps)             # Eq. (8), (9)
+        return self.mix_taken(self.take(drawn, rows), beta)
+
+    @staticmethod
+    def take(drawn: Drawn, rows) -> Drawn:
+        """drawn[rows]: gathered once per batch, mixed once per lane."""
+        return Drawn(drawn.a[rows], drawn.d[rows], drawn.labels[rows], drawn.eps[rows] if drawn.eps is not None else None)
+
+    def mix_taken(self, drawn: Drawn, beta: Tensor) -> tuple[Tensor, Tensor]:
+        mixed = mix_rows(drawn.a, drawn.d, beta[drawn.labels], self.gamma, self.gamma_mode, eps=drawn.eps)  # Eq. 8-9
         raw = tukey_inverse(mixed, self.lam)
         return (raw if self.space == "raw" else mixed), raw
 

@@ -12,10 +12,9 @@ import contextlib
 import copy
 import time
 
+import click
 import numpy as np
 import torch
-
-from glag.cli.util import echo_progress
 
 from .evaluate import per_class_accuracy
 from .optim import SGD, cosine_lr
@@ -57,7 +56,9 @@ def train_head(head, objective, real, synth, beta, val, cfg: dict, generator, st
     """
     refit = bool(cfg.get("ad_refit")) and beta is not None and beta.probes > 0
     start = copy.deepcopy(head.state_dict()) if refit else None
-    run = (objective, real, synth, val, cfg, generator, stage1, progress)
+    lanes = 1 + (beta.probes if beta else 0)
+    meter = Progress(progress, cfg["epochs"], [lanes, 1] if refit else [lanes])
+    run = (objective, real, synth, val, cfg, generator, stage1, meter)
     history = _passes(head, beta, *run, "search" if refit else "fit")
     if refit:
         head.load_state_dict(start)
@@ -66,11 +67,51 @@ def train_head(head, objective, real, synth, beta, val, cfg: dict, generator, st
     return history
 
 
-def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, progress, name) -> list:
+class Progress:
+    """Progress lines on stderr: about every tenth epoch, and within an epoch at least every `every` seconds,
+    with an ETA over every pass still to come (AD's search trains 3 heads, its refit 1: work is counted in
+    head-epochs)."""
+
+    def __init__(self, enabled: bool, epochs: int, lanes: list, every: float = 30.0):
+        self.enabled, self.E, self.lanes, self.every = enabled, epochs, lanes, every
+        self.total = epochs * sum(lanes)
+        self.started = self.last = time.time()
+        self.done_before = 0                                         # head-epochs of finished passes
+
+    def pass_started(self, index: int):
+        self.index, self.done_before = index, self.E * sum(self.lanes[:index])
+
+    def _eta(self, work: float) -> str:
+        if work <= 0:
+            return "ETA ?"
+        return f"ETA {(time.time() - self.started) * (self.total - work) / work:,.0f}s"
+
+    def rows(self, epoch: int, done: int, total: int, name: str):
+        if not self.enabled or time.time() - self.last < self.every:
+            return
+        work = self.done_before + self.lanes[self.index] * (epoch + done / max(total, 1))
+        click.echo(f"stage-two {_label(name)}epoch {epoch + 1}/{self.E}: rows {done:,}/{total:,} {self._eta(work)}",
+                   err=True)
+        self.last = time.time()
+
+    def epoch_done(self, epoch: int, name: str, extra: str):
+        if not self.enabled or not ((epoch + 1) % max(1, self.E // 10) == 0 or epoch + 1 == self.E):
+            return
+        work = self.done_before + self.lanes[self.index] * (epoch + 1)
+        click.echo(f"stage-two {_label(name)}epoch {epoch + 1}/{self.E} {self._eta(work)} {extra}", err=True)
+        self.last = time.time()
+
+
+def _label(name: str) -> str:
+    return "" if name == "fit" else f"({name}) "
+
+
+def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, meter, name) -> list:
     """One pass of the schedule over all lanes; the first lane is `head`."""
     E, C = cfg["epochs"], objective.head_classes.numel()
     lanes = [Lane(head, cfg)] + [Lane(copy.deepcopy(head), cfg) for _ in range(beta.probes if beta else 0)]
-    history, started, every = [], time.time(), max(1, E // 10)
+    meter.pass_started(1 if name == "refit" else 0)
+    history = []
     for epoch in range(E):
         tick = time.perf_counter()
         objective.update(epoch)                                   # alpha(T) of Eq. 3 for this epoch
@@ -78,7 +119,8 @@ def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, pro
             lane.opt.lr = cosine_lr(cfg["lr"], epoch, E)
         betas = beta.lane_values() if beta is not None else [None]
         plan = plan_epoch(real.labels.cpu(), C, real.count, synth, cfg, generator, epoch)
-        sums = _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1)
+        sums = _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1,
+                      lambda done: meter.rows(epoch, done, len(plan), name))
         record = dict(epoch=epoch, lr=lanes[0].opt.lr, alpha=objective.alpha, rows=len(plan),
                       **dict(zip(("loss", "ce", "kd"), sums)))
         if name != "fit":
@@ -91,17 +133,17 @@ def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, pro
             record["val_overall"] = float(np.nanmean(acc))
         record["seconds"] = round(time.perf_counter() - tick, 4)  # wall time of the epoch, evaluation included
         history.append(record)
-        if progress and ((epoch + 1) % every == 0 or epoch + 1 == E):
-            echo_progress(epoch + 1, E, started, f"stage-two epoch{'' if name == 'fit' else ' (' + name + ')'}",
-                          f"loss {record['loss']:.3f} val-acc {100 * record.get('val_overall', float('nan')):.1f}%")
+        val_text = f" val-acc {100 * record['val_overall']:.1f}%" if "val_overall" in record else ""
+        meter.epoch_done(epoch, name, f"loss {record['loss']:.3f}{val_text} ({record['seconds']:.1f}s/epoch)")
     return history
 
 
-def _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1) -> list:
-    """One epoch of every lane on one shared order; returns [loss, ce, kd] of the first lane (row means)."""
+def _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1, tick) -> list:
+    """One epoch of every lane on one shared order; returns [loss, ce, kd] of the first lane (row means).
+    tick(rows done) after every batch (the progress meter decides whether to print)."""
     device = real.labels.device
     betas = [torch.as_tensor(b, dtype=torch.float32, device=device) if b is not None else None for b in betas]
-    sums = torch.zeros(3, device=device)
+    sums, done = torch.zeros(3, device=device), 0
     for lane in lanes:
         lane.head.train()
     for batch in batches(plan, synth, cfg["batch_size"], epoch, device):
@@ -117,6 +159,8 @@ def _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1) -> li
             lane.opt.step()
             if k == 0:
                 sums += torch.stack([loss.detach(), ce, kd]).float() * len(y)
+        done += len(y)
+        tick(done)
     return (sums / max(len(plan), 1)).tolist()
 
 
@@ -126,9 +170,9 @@ def _lane_rows(batch, raw, synth, betas, real):
     if batch.synth_at is None:
         return [x_real] * len(betas), raw
     n, D = len(batch.labels), raw.shape[1]
-    xs, raws = [], None
+    xs, raws, taken = [], None, synth.take(batch.drawn, batch.synth_rows)
     for beta in betas:
-        x_syn, raw_syn = synth.mix(batch.drawn, beta, batch.synth_rows)
+        x_syn, raw_syn = synth.mix_taken(taken, beta)
         x = torch.empty((n, D), device=raw.device)
         x[batch.real_at], x[batch.synth_at] = x_real, x_syn
         xs.append(x)

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from glag.data.errors import GlagError, open_error, read_error
-from glag.data.h5writer import CHECKSUM, AtomicH5Writer, checked, fingerprint
+from glag.data.h5writer import CHECKSUM, AtomicH5Writer, check_attrs, checked, fingerprint
 from glag.data.provenance import code_version, config_json, now
 from glag.data.validate import check_finite
 
@@ -245,6 +245,7 @@ class Bank:
         self._check_shapes(shapes, f"num_classes {C}, feature_dim {D}")
         if VIEWS in self.h5:
             self._validate_views(C, D)
+        check_attrs(self.h5, self.path, REBUILD)      # config, metrics: damaged JSON is one line, not a traceback
 
     def _check_shapes(self, shapes: dict, context: str):
         """Name the first missing dataset, else the first of the wrong shape (None in a shape: any length)."""

@@ -39,7 +39,7 @@ def mix_rows(a, d, beta, gamma: float = 0.0, gamma_mode: str = "isotropic", gene
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     beta = torch.as_tensor(beta, dtype=a.dtype, device=a.device)
-    s = a + (beta.unsqueeze(-1) if beta.ndim else beta) * d                # Eq. (8), (9)
+    s = torch.addcmul(a, beta.unsqueeze(-1) if beta.ndim else beta, d)     # a + beta d, Eq. (8), (9)
     if gamma > 0:
         if eps is None:
             eps = gamma_noise(a.shape[0], a.shape[1], gamma_mode, generator)

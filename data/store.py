@@ -33,7 +33,8 @@ import h5py
 import numpy as np
 
 from glag.data.errors import GlagError, open_error, read_error
-from glag.data.h5writer import CHECKSUM, AtomicH5Writer, checked, fingerprint
+from glag.data.h5writer import CHECKSUM, AtomicH5Writer, check_attrs, checked, fingerprint
+from glag.data.validate import check_finite
 from glag.data.provenance import code_version, config_json, now
 from glag.data.synthesis import GeneratorArrays
 
@@ -163,6 +164,7 @@ class Store:
         if a.get("schema") != SCHEMA or not a.get("complete", False):
             raise GlagError(f"{self.path}: not a complete {SCHEMA} store (schema {a.get('schema')!r}); "
                             f"rebuild it with `{rebuild}`")
+        check_attrs(self.h5, self.path, REGENERATE)
         self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in a.items()}
         self.config = json.loads(a["config"])
         if bank is not None and self.attrs["bank_fingerprint"] != bank.fingerprint:
@@ -200,11 +202,14 @@ class Store:
                             f"{bank.num_classes} x {bank.feature_dim}; rerun `glag-generate --bank {bank.path}`")
 
     def read(self, name: str, selection=()):
-        """`self.h5[name][selection]`; a failed read (checksum mismatch, I/O error) is a one-line GlagError."""
+        """`self.h5[name][selection]`; a failed read (checksum mismatch, I/O error) and NaN/Inf in float data
+        (which the chunk checksums can miss) are one-line GlagErrors."""
         try:
-            return self.h5[name][selection]
+            out = self.h5[name][selection]
         except OSError as e:
             raise read_error(self.path, name, e, REGENERATE) from None
+        check_finite(out, self.path, name, selection)
+        return out
 
     def generator(self) -> GeneratorArrays:
         """The fitted generator, every array read once in its stored type (class rows are views of one array)."""

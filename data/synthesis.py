@@ -32,9 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FACTOR_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
 def scale_for(n: int) -> float:
     """1 / sqrt(N_k - 1), with N_k = 1 (no covariance: the centred row is zero) mapped to 1."""
     return 1.0 / math.sqrt(max(n - 1, 1))
@@ -98,13 +95,11 @@ class Synthesizer:
 
     Args:
         arrays: GeneratorArrays (numpy or torch arrays are both accepted).
-        device: where the factors live and the rows are drawn.
-        dtype: "float32" or "bfloat16", the type of the factor products (bf16: half the memory and
-            several times the speed on GPUs and AMX CPUs; the factors are rounded to 8 bits of mantissa).
+        device: where the factors live (in float32, whatever the store's type) and the rows are drawn.
     """
 
-    def __init__(self, arrays: GeneratorArrays, device="cpu", dtype: str = "float32"):
-        self.device, self.dtype = torch.device(device), FACTOR_DTYPES[dtype]
+    def __init__(self, arrays: GeneratorArrays, device="cpu"):
+        self.device = torch.device(device)
         self.counts = np.asarray(arrays.counts, np.int64)
         self.start = arrays.tail_start()
         self.tail_classes = np.asarray(arrays.tail_classes, np.int64)
@@ -118,7 +113,7 @@ class Synthesizer:
         self.scales = np.array([scale_for(int(n)) for n in self.counts])
 
     def _place(self, x) -> torch.Tensor:
-        return torch.as_tensor(x).to(self.device, self.dtype)
+        return torch.as_tensor(x).to(self.device, torch.float32)
 
     def factor(self, k: int) -> torch.Tensor:
         """F_k (r_k, D): the QR factor of a class larger than D, else its centred rows."""
@@ -130,10 +125,7 @@ class Synthesizer:
         e = torch.randn((len(out), F.shape[0]), generator=gen, device=self.device)
         s = float(self.scales[k])
         e.mul_(s if row_scale is None else torch.as_tensor(row_scale, device=self.device)[:, None] * s)
-        if self.dtype == torch.float32:
-            return torch.matmul(e, F, out=out)                                               # Eq. (6) via factor
-        out.copy_(torch.matmul(e.to(self.dtype), F))
-        return out
+        return torch.matmul(e, F, out=out)                                                   # Eq. (6) via factor
 
     def draw(self, segments, gen) -> dict:
         """Rows for a list of (class, local source indices or None, n) segments.
@@ -154,7 +146,7 @@ class Synthesizer:
                 sources.append(np.full(n, -1, np.int64))
             else:
                 local = np.asarray(local, np.int64)
-                out += self.rows[k][torch.as_tensor(local, device=self.device)].float()      # a = x_hat_i + z_own
+                out += self.rows[k][torch.as_tensor(local, device=self.device)]              # a = x_hat_i + z_own
                 tail_rows.append(offset + np.arange(n))
                 tail_ids.append(self.start[k] + local)
                 sources.append(self.index[k][local])

@@ -1,7 +1,7 @@
 """Class moments (paper Eq. 5-6) streamed from a feature bank.
 
 One pass over the bank's train split, chunk by chunk: every chunk is checked
-(finite; non-negative when the Tukey power is fractional; labels in range: the
+(finite; non-negative, the bank contract for post-ReLU features; labels in range: the
 shared checks of `glag.data.validate`), transformed
 (Tukey's ladder of powers, `glag.data.tukey`) and copied into per-class row
 buffers; the bank is never loaded whole. After the pass, each class's mean is
@@ -19,7 +19,7 @@ import torch
 
 from glag.data.errors import GlagError
 from glag.data.tukey import tukey_transform_
-from glag.data.validate import check_counts, check_labels, check_rows
+from glag.data.validate import check_counts, check_labels, check_non_negative, check_rows
 from glag.generate.parallel import ordered_map, parallel_classes
 
 
@@ -52,7 +52,7 @@ class ClassMoments:
 
 
 WHAT = "the train features"   # what the moments read, for the messages (views included, if pooled)
-NO_POWER = "use --tukey 1 (no transform) or a bank of post-ReLU features"
+
 
 
 def _prepare(item, lam: float, where: str, C: int):
@@ -60,7 +60,7 @@ def _prepare(item, lam: float, where: str, C: int):
     start, chunk = item
     x, labels = np.asarray(chunk["features"], np.float32), np.asarray(chunk["labels"], np.int64)
     check_labels(labels, C, where, "train/labels", start)
-    check_rows(x, where, WHAT, start, lam, NO_POWER)
+    check_non_negative(check_rows(x, where, WHAT, start), where, WHAT)     # the bank contract, any lambda
     order = np.argsort(labels, kind="stable")
     lab = labels[order]
     starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]]) if len(lab) else np.zeros(0, np.int64)

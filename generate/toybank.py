@@ -22,6 +22,29 @@ def exp_counts(num_classes: int, n_max: int, im: float) -> np.ndarray:
     return class_counts("exp", num_classes, n_max, im)
 
 
+def shaped_counts(total: int, n_max: int, n_min: int, many: int, medium: int, few: int) -> np.ndarray:
+    """Counts with a real dataset's shape: `many` classes of 101 ... n_max images, `medium` of 100 ... 20,
+    `few` of 19 ... n_min, `total` images (the many-shot power is solved for the total)."""
+    f = np.round(np.geomspace(19, n_min, few)).astype(np.int64)
+    m = np.round(np.geomspace(100, 20, medium)).astype(np.int64)
+    u, rest = np.linspace(1, 0, many, endpoint=False), total - f.sum() - m.sum()
+    lo, hi = 0.1, 50.0
+    for _ in range(60):
+        p = (lo + hi) / 2
+        head = np.round(101 + (n_max - 101) * u ** p).astype(np.int64)
+        lo, hi = (p, hi) if head.sum() > rest else (lo, p)
+    c = np.concatenate([head, m, f])
+    c[np.argmin(np.abs(c - 150))] += total - c.sum()
+    return c
+
+
+SHAPES = {   # name: (counts, feature dim, val rows per class, test rows per class)
+    "cifar100-lt": (lambda: exp_counts(100, 500, 100), 64, 20, 100),
+    "imagenet-lt": (lambda: shaped_counts(115_846, 1280, 5, 385, 479, 136), 2048, 20, 50),
+    "inat2018": (lambda: shaped_counts(437_513, 1000, 2, 842, 4_076, 3_224), 2048, 3, 3),
+}
+
+
 class ToyBank:
     """A bank-like source of random long-tailed train rows.
 
@@ -84,3 +107,56 @@ def write_toy_bank(path, counts, feature_dim: int, seed: int = 0, test_per_class
                    np.arange(len(test_labels)))
         w.set_head(np.zeros((C, D)), np.zeros(C))
     return path
+
+
+def write_shaped_bank(path, shape: str, seed: int = 0, views: int = 0, progress=None):
+    """A bank of one of SHAPES (a real dataset's counts and width), written as a stage one would.
+
+    Train / val / test rows come from ToyBank's class distributions; the stage-one head is
+    W = the centred class means (unit rows), b = log p_y (a long-tailed head favours frequent
+    classes), and every split's logits are W f + b of its features, as extract/dump.py writes them.
+    `views` augmented views of the train split (each row plus small noise, float16, no logits).
+
+    Args:
+        progress: optional callable(rows_written, rows_total).
+    """
+    counts_of, dim, per_val, per_test = SHAPES[shape]
+    toy = ToyBank(counts_of(), dim, seed)
+    C, D = toy.num_classes, toy.feature_dim
+    W = toy.mu - toy.mu.mean(0)
+    W /= np.linalg.norm(W, axis=1, keepdims=True)                               # (C, D)
+    b = np.log(toy.train_counts / toy.train_counts.sum()).astype(np.float32)    # (C,)
+    rng = np.random.default_rng([seed, 3])
+    total, done = len(toy.labels) * (1 + views) + C * (per_val + per_test), 0
+    config = dict(toy.config, shape=shape, head="centred class means, bias log prior")
+    with BankWriter(path, dataset=f"toy-{shape}", backbone="none", loss="ce", class_names=[f"c{k}" for k in range(C)],
+                    train_counts=toy.train_counts, feature_dim=D, config=config, views=views,
+                    views_dtype="float16", views_logits=False) as w:
+        for start, chunk in toy.iter_chunks():
+            x = chunk["features"]
+            w.add_rows("train", x, chunk["labels"], _logits(x, W, b), start + np.arange(len(x)))
+            done += len(x)
+            if progress:
+                progress(done, total)
+        for split, per in (("val", per_val), ("test", per_test)):
+            y = np.repeat(np.arange(C), per)
+            for s in range(0, len(y), 4096):
+                x = toy.mu[y[s:s + 4096]] + toy.sigma[y[s:s + 4096]] * rng.standard_normal((len(y[s:s + 4096]), D))
+                x = np.maximum(x, 0).astype(np.float32)
+                w.add_rows(split, x, y[s:s + 4096], _logits(x, W, b), s + np.arange(len(x)))
+            done += len(y)
+        for v in range(views):
+            for start, chunk in toy.iter_chunks():
+                x = chunk["features"]
+                noise = np.random.default_rng([seed, 4, v, start]).standard_normal(x.shape, dtype=np.float32)
+                w.add_view_rows(v, np.maximum(x + 0.05 * noise, 0))
+                done += len(x)
+                if progress:
+                    progress(done, total)
+        w.set_head(W, b)
+    return path
+
+
+def _logits(x, W, b):
+    import torch
+    return torch.addmm(torch.from_numpy(b), torch.from_numpy(x), torch.from_numpy(W).T).numpy()

@@ -153,7 +153,7 @@ GEN = []
 GENERATE_CASES = [
     ("nan", set_value("train/features", (5, 3), np.nan), [], ["NaN or Inf in train/features (row 5)"]),
     ("inf", set_value("train/features", (7, 0), np.inf), ["--tukey", "1"], ["NaN or Inf"]),
-    ("negative", set_value("train/features", (5, 3), -2.0), [], ["negative values", "--tukey 1"]),
+    ("negative", set_value("train/features", (5, 3), -2.0), [], ["negative values", "features are >= 0"]),
     ("label-too-big", set_value("train/labels", 4, 99), [], ["label 99", "0..11"]),
     ("label-negative", set_value("train/labels", 4, -1), [], ["label -1", "outside the classes"]),
     ("counts", set_value("classes/train_counts", 0, 151), [], ["class 0", "classes/train_counts says 151"]),

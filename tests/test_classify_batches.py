@@ -63,7 +63,7 @@ def test_each_class_is_synthetic_at_its_gap_rate(bank_store):
     bank, store = bank_store
     synth = SyntheticRows(store, "raw")
     labels = torch.from_numpy(bank.load("train")["labels"])
-    cfg = {"sampler": "class", "epoch_size": 60000}
+    cfg = {"sampler": "class", "epoch_size": 60000, "batch_size": 512}
     plan = plan_epoch(labels, 6, 0, synth, cfg, torch.Generator().manual_seed(0), epoch=0)
     assert len(plan) == 60000
     real_n = np.bincount(labels.numpy(), minlength=6)
@@ -86,7 +86,8 @@ def test_batches_place_real_and_synthetic_rows_in_plan_order(bank_store):
     bank, store = bank_store
     synth = SyntheticRows(store, "raw")
     labels = torch.from_numpy(bank.load("train")["labels"])
-    plan = plan_epoch(labels, 6, 0, synth, {"sampler": "class", "epoch_size": "pool"}, torch.Generator(), 0)
+    plan = plan_epoch(labels, 6, 0, synth, {"sampler": "class", "epoch_size": "pool", "batch_size": 64},
+                      torch.Generator(), 0)
     assert len(plan) == len(labels) + synth.need.sum()
     seen = []
     for b in batches(plan, synth, 64, 0, "cpu"):
@@ -107,6 +108,9 @@ def test_without_a_store_an_epoch_is_the_samplers_order_of_the_real_rows():
 
 def test_epoch_size_values():
     assert epoch_size("real", 10, 40) == 10 and epoch_size("pool", 10, 40) == 40 and epoch_size("25", 10, 40) == 25
+    assert epoch_size("auto", 10, 40, batch_size=1) == 40                     # small pools: the pool
+    assert epoch_size("auto", 10_000, 2_000_000, batch_size=8) == 10_000     # large ones: len(train)
+    assert epoch_size("auto", 100, 2_000_000, batch_size=8) == 1024          # at least 128 batches
     for bad in ("0", "many", -3):
         with pytest.raises(GlagError, match="--epoch-size"):
             epoch_size(bad, 10, 40)

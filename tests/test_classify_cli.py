@@ -54,8 +54,8 @@ def test_glag_run_writes_every_output(tmp_path):
     for split in ("val", "test"):
         assert 0 <= metrics[split]["overall"] <= 1 and len(metrics[split]["per_class"]) == 6
     history = json.loads((run / "history.json").read_text())
-    # a fixed-size epoch: as many draws as real rows (137), synthetic at each class's gap rate
-    assert [h["rows"] for h in history] == [137] * 8 and history[-1]["alpha"] == pytest.approx(2.0)
+    # the gap-rule pool: 137 real rows and 223 synthetic ones (N_max - N_k), drawn class-balanced
+    assert [h["rows"] for h in history] == [137 + 223] * 8 and history[-1]["alpha"] == pytest.approx(2.0)
     assert [h["pass"] for h in history] == ["search"] * 4 + ["refit"] * 4 and beta["refit"]
     state = torch.load(run / "head.pt", weights_only=True)
     assert state["fc.weight"].shape == (6, 8)

@@ -71,14 +71,14 @@ def test_failed_run_leaves_no_folder(tmp_path, monkeypatch):
 
 
 def spy_on_mixing(monkeypatch) -> list:
-    """Every beta vector SyntheticRows.mix is called with, in order (the tiny bank's epoch is one batch)."""
+    """Every beta vector the synthetic rows are mixed with, in order (the tiny bank's epoch is one batch)."""
     import glag.classify.synthetic as synthetic
-    seen, real_mix = [], synthetic.SyntheticRows.mix
+    seen, real_mix = [], synthetic.SyntheticRows.mix_taken
 
-    def spy(self, drawn, beta, rows=slice(None)):
+    def spy(self, drawn, beta):
         seen.append(beta.cpu().numpy().copy())
-        return real_mix(self, drawn, beta, rows)
-    monkeypatch.setattr(synthetic.SyntheticRows, "mix", spy)
+        return real_mix(self, drawn, beta)
+    monkeypatch.setattr(synthetic.SyntheticRows, "mix_taken", spy)
     return seen
 
 

@@ -42,7 +42,7 @@ def test_each_epoch_draws_one_view_per_row(tmp_path):
     views = torch.stack([base_x + 100 * (v + 1) for v in range(3)]).half()   # (V, N, D), stored as float16
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
     real = RealRows(base_x, labels, views)
-    cfg = {"sampler": "instance", "epoch_size": "real"}
+    cfg = {"sampler": "instance", "epoch_size": "real", "batch_size": 512}
     g = torch.Generator().manual_seed(0)
     plans = [plan_epoch(labels, 3, real.count, None, cfg, g, e) for e in range(20)]
     for p in plans:

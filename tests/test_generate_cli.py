@@ -212,10 +212,11 @@ def test_bad_features_are_clear_errors(bank_path, tmp_path, value, lam, msg):
     assert not (tmp_path / "x.h5").exists() and leftovers(tmp_path) == []
 
 
-def test_negative_features_without_a_power_are_fine(bank_path, tmp_path):
+def test_negative_features_are_refused_without_a_power_too(bank_path, tmp_path):
     with h5py.File(bank_path, "r+") as f:
         f["train/features"][5, 3] = -2.0
-    run("--bank", bank_path, "--out", tmp_path / "x.h5", "--tukey", 1)
+    res = run("--bank", bank_path, "--out", tmp_path / "x.h5", "--tukey", 1, ok=False)
+    assert "negative values" in res.output and "features are >= 0" in res.output
 
 
 def test_refuses_when_the_disk_is_too_small(bank_path, tmp_path, monkeypatch):

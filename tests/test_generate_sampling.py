@@ -207,19 +207,6 @@ def test_a_stored_generator_draws_what_the_fitted_one_draws(tmp_path):
     assert torch.equal(a["a"], b["a"]) and torch.equal(a["d"], b["d"]) and np.array_equal(a["source"], b["source"])
 
 
-def test_bf16_factors_keep_eq_8_9_within_sampling_error():
-    """--amp bf16 rounds the factors to 8 bits of mantissa: the calibrated Gaussian still matches the formulas."""
-    from glag.data.synthesis import Synthesizer
-    x, y = correlated_bank(seed=1)
-    afg = AdaptiveFeatureGenerator(config()).fit(ArrayBank(x, y, COUNTS))
-    half = Synthesizer(afg.arrays(), "cpu", "bfloat16")
-    c, j = 4, 1
-    rows = numpy_rows(half.draw([(c, np.full(DRAWS, j), DRAWS)], torch.Generator().manual_seed(4)))
-    _, _, mean, sigma = expected(x, y, afg.moments.index[c][j], 0.5, 3, 0.6, 0.0, "isotropic")
-    s = mix_rows(torch.from_numpy(rows["a"]).double(), torch.from_numpy(rows["d"]).double(), 0.6).numpy()
-    assert_gaussian_matches(s, mean, sigma)
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_draws_match_the_formulas_and_the_fit_matches_cpu():

@@ -65,7 +65,7 @@ def test_an_erased_zero_is_refused_by_a_run_whose_bank_was_validated_before(tmp_
 def test_an_erased_zero_is_refused_by_generate_and_named_by_verify(tmp_path):
     bank = relu_bank(tmp_path)
     erase_zero(bank)
-    refused(generate, ["--bank", bank, "--epochs", 1, "--k", 1, "--tukey", 1], tmp_path, "NaN or Inf in train/features (row 3)")
+    refused(generate, ["--bank", bank, "--k", 1, "--tukey", 1], tmp_path, "NaN or Inf in train/features (row 3)")
     refused(verify, [bank], tmp_path, "train/features does not match its fingerprint", "restore a good copy")
 
 
@@ -88,7 +88,7 @@ def first_zero(path):
 def test_an_erased_zero_in_a_store_is_named_by_verify(tmp_path):
     store = tmp_path / "store.h5"
     # every class of the tiny bank is a tail class, so the largest has no larger support: weight 0 pads it
-    res = CliRunner().invoke(generate, ["--bank", str(tiny(tmp_path)), "--epochs", 1, "--out", str(store)])
+    res = CliRunner().invoke(generate, ["--bank", str(tiny(tmp_path)), "--out", str(store)])
     assert res.exit_code == 0, res.output
     name, row, col = first_zero(store)
     erase_zero(store, name, row, col)
@@ -256,7 +256,7 @@ def test_tensorboard_folders_that_cannot_be_written_are_refused_before_any_work(
     board = blocker / "tb"
     bank = tiny(tmp_path)
     refused(classify, run_args(bank, "--tensorboard", board), tmp_path, "--tensorboard", *needles)
-    refused(generate, ["--bank", bank, "--epochs", 1, "--tensorboard", board], tmp_path, *needles)
+    refused(generate, ["--bank", bank, "--tensorboard", board], tmp_path, *needles)
     refused(extract, [*STAGE_ONE, "--out", tmp_path / "b" / "bank.h5", "--tensorboard", board], tmp_path, *needles)
 
 
