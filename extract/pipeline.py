@@ -12,10 +12,10 @@ import torch
 
 from glag.cli.tensorboard import open_board
 from glag.cli.util import echo_progress
-from glag.data.datasets import DATASETS, load_dataset
+from glag.data.datasets import DATASETS, data_root, identity, load_dataset
 from glag.data.errors import GlagError
 from glag.data.layout import RUNS_ROOT, bank_path, set_current
-from glag.data.longtail import make_long_tail
+from glag.data.longtail import describe, make_long_tail
 from glag.extract.backbones import Classifier, build_backbone, load_pretrained
 from glag.extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
 from glag.extract.distributed import close_context, init_context
@@ -23,7 +23,7 @@ from glag.extract.dump import check_space, dump_bank
 from glag.extract.gpu_decode import decode_mode
 from glag.extract.loaders import Images
 from glag.extract.losses import LOSSES, build_loss, loss_options
-from glag.extract.recipes import BASE, RECIPES, recipe_for, resolve
+from glag.extract.recipes import BASE, RECIPES, long_tail_profile, recipe_for, resolve
 from glag.extract.trainer import Trainer
 
 RESIZE_MARGIN = 8 / 7  # "resize" recipes decode at 8/7 of the crop (256 for 224) and crop inside
@@ -34,9 +34,10 @@ def default_out(options: dict) -> Path:
     """runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5 (glag.data.layout), IM and loss from the options or the
     dataset's recipe: known before the dataset is read, because the checkpoint to resume sits beside it."""
     recipe = RECIPES.get(options["dataset"], BASE)
-    listed = (options.get("profile") or recipe["profile"]) == "listed"
+    listed = long_tail_profile(options) == "listed"
     im = None if listed else float(options.get("im") or recipe["im"])
-    return bank_path(RUNS_ROOT, options["dataset"], im, options.get("loss") or "graloss", int(options.get("seed") or 0))
+    return bank_path(RUNS_ROOT, options["dataset"], im, options.get("loss") or "graloss", int(options.get("seed") or 0),
+                     options.get("data_root"))
 
 
 def read_dataset(options: dict, base: dict | None = None):
@@ -67,6 +68,8 @@ def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
     foreign = {f"{n}_{k}" for n in LOSSES for k in loss_options(n)} - set(own)
     kept = {k: v for k, v in options.items() if k not in foreign}
     cfg = resolve(kept, dict(own, **recipe), base)
+    if not options.get("profile") and not (base or {}).get("profile"):
+        cfg["profile"] = long_tail_profile(options)
     cfg.update(loss=name, out=str(options["out"] or default_out(options)),
                image_size=raw.image_size, channels=raw.channels, num_classes=len(raw.class_names))
     cfg.update({k: list(recipe[k]) if isinstance(recipe[k], tuple) else recipe[k] for k in ("crop", "mean", "std")})
@@ -148,11 +151,14 @@ def _run(options: dict, ctx, log):
     cfg = resolve_config(options, raw, base=base)
     data = make_long_tail(raw, cfg["profile"], cfg["im"], cfg["val_per_class"], seed=cfg["data_seed"])
     cfg["dataset_meta"] = data.meta
+    root = data_root(options["data_root"])
+    cfg.update(data_source=identity.source(raw.name, root), data_fingerprint=identity.fingerprint(raw, root))
     cfg["amp"] = "bf16" if ctx.bf16 else "fp32"   # the resolved choice, for the record
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     if state is not None:
         check_compatible(ckpt, state["config"], cfg)
+    log(describe(data), err=True)
     model = build_model(cfg, ctx, fresh=state is None, log=log)
     loss = make_loss(cfg, data.train_counts, ctx.device)
     splits = load_images(data, cfg, ctx)

@@ -7,7 +7,8 @@ the paper's implementation details (Sec. 5: SGD momentum 0.9, weight decay
 ResNet-50 with s = 0.5 for 90 epochs on iNaturalist) and the CIFAR-LT
 conventions (200 epochs, batch 128, lr 0.1, 5 warm-up epochs, pad-4 crop + flip).
 A dataset without a recipe (a user's folder of images) gets `generic_recipe`,
-chosen by image size.
+chosen by image size, which keeps every image with its real counts (profile
+"listed"); `--im` or `--profile` subsample it (`long_tail_profile`).
 """
 from glag.data.errors import GlagError
 
@@ -58,7 +59,17 @@ def generic_recipe(image_size: int, channels: int) -> dict:
     small = image_size <= 32
     mean, std = (CIFAR_MEAN, CIFAR_STD) if channels == 3 else ((0.5,), (0.25,))
     return dict(BASE, backbone="resnet32" if small else "resnet10", crop="pad" if image_size <= 64 else "resize",
-                crop_pad=4 if small else (8 if image_size <= 64 else 0), mean=mean, std=std)
+                crop_pad=4 if small else (8 if image_size <= 64 else 0), mean=mean, std=std, profile="listed")
+
+
+def long_tail_profile(options: dict) -> str:
+    """--profile; else, for a dataset without a recipe (a user's folder: kept as it is), exp when --im asks
+    for a long tail and listed (every image) when not; else the recipe's."""
+    if options.get("profile"):
+        return options["profile"]
+    if options["dataset"] not in RECIPES:
+        return "exp" if options.get("im") is not None else "listed"
+    return RECIPES[options["dataset"]]["profile"]
 
 
 def recipe_for(dataset: str, image_size: int, channels: int) -> dict:
