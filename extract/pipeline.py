@@ -57,8 +57,16 @@ def read_dataset(options: dict, base: dict | None = None):
     return load_dataset(options["dataset"], options["data_root"], **given)
 
 
-def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
-    """The run's full config: options, then `base` (a checkpoint's), then recipe and loss defaults.
+def data_identity(options: dict, raw) -> dict:
+    """What the data is (glag.data.datasets.identity): the data root read and a fingerprint of its files,
+    recorded in the config so that a checkpoint of other data is never resumed."""
+    root = data_root(options.get("data_root"))
+    return {"data_source": identity.source(raw.name, root), "data_fingerprint": identity.fingerprint(raw, root)}
+
+
+def resolve_config(options: dict, raw, base: dict | None = None, data: dict | None = None) -> dict:
+    """The run's full config: options, then `base` (a checkpoint's), then recipe and loss defaults, then
+    the data's identity (`data`, or computed: data_identity).
 
     Only the chosen loss's options stay (prefixed, e.g. graloss_c).
     """
@@ -74,6 +82,7 @@ def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
                image_size=raw.image_size, channels=raw.channels, num_classes=len(raw.class_names))
     cfg.update({k: list(recipe[k]) if isinstance(recipe[k], tuple) else recipe[k] for k in ("crop", "mean", "std")})
     cfg["decode_size"] = round(raw.image_size * RESIZE_MARGIN) if cfg["crop"] == "resize" else raw.image_size
+    cfg.update(data or data_identity(options, raw))
     bad = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("epochs", "batch_size", "dump_batch_size")
            if cfg[k] < 1] + [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("lr", "warmup_epochs") if cfg[k] < 0]
     if bad:
@@ -151,8 +160,6 @@ def _run(options: dict, ctx, log):
     cfg = resolve_config(options, raw, base=base)
     data = make_long_tail(raw, cfg["profile"], cfg["im"], cfg["val_per_class"], seed=cfg["data_seed"])
     cfg["dataset_meta"] = data.meta
-    root = data_root(options["data_root"])
-    cfg.update(data_source=identity.source(raw.name, root), data_fingerprint=identity.fingerprint(raw, root))
     cfg["amp"] = "bf16" if ctx.bf16 else "fp32"   # the resolved choice, for the record
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
