@@ -79,7 +79,7 @@ OPTIONS = {
                      "loadable with glag.extract.backbones.load_deployed."),
     "plots": (True, "Write PNG plots (matplotlib) and the t-SNE of a few classes."),
     "tensorboard": ("", "Also write TensorBoard events under this folder, in <folder>/<run> (needs the "
-                        "tensorboard extra: pip install 'glag[tensorboard]'); empty: none."),
+                        "tensorboard extra: pip install 'tensorboard>=2.10'); empty: none."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }
 CHOICES = {"space": ("raw", "tukey"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,

@@ -5,7 +5,7 @@
     dask       the workers of a Dask distributed cluster: --scheduler ADDRESS, or a local cluster
 
 Runs talk only through files, so every worker must see the same paths (a shared file system).
-Dask is an optional extra (`pip install "glag[dask]"`), imported only when asked for.
+Dask is an optional extra (glag.extras: `pip install 'dask[distributed]>=2023'`), imported only when asked for.
 """
 import contextlib
 import os
@@ -13,9 +13,10 @@ import os
 import click
 
 from glag.data.errors import GlagError
+from glag.extras import install_hint
 
 BACKENDS = ("loky", "threading", "dask")
-DASK_INSTALL = 'pip install "glag[dask]"  (or: pip install "dask[distributed]")'
+DASK_INSTALL = install_hint("dask")
 
 
 def backend_options(default: str):
