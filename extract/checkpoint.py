@@ -31,7 +31,7 @@ DATA_KEYS = ("data_source", "data_fingerprint")
 
 
 def checkpoint_path(out):
-    """The checkpoint beside a bank: runs/<dataset>/bank.h5 -> runs/<dataset>/bank.ckpt.pt."""
+    """The checkpoint beside a bank: <bank folder>/bank.h5 -> <bank folder>/bank.ckpt.pt."""
     return out.with_name(out.stem + ".ckpt.pt")
 
 

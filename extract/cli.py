@@ -19,7 +19,8 @@ from glag.extract.options import apply_options
 @apply_options
 @friendly_errors
 def main(**options):
-    """Train stage one on a long-tailed dataset and write its feature bank (runs/<dataset>/bank.h5)."""
+    """Train stage one on a long-tailed dataset and write its feature bank
+    (runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5; see --out)."""
     from glag.extract.pipeline import run_extract   # torch: only once the options parsed
     keep_freed_memory()
     run_extract(options)

@@ -4,6 +4,7 @@
 values, None meaning "the dataset recipe's value" (extract/recipes.py).
 """
 import inspect
+import os
 import time
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def read_dataset(options: dict, base: dict | None = None):
     return load_dataset(options["dataset"], options["data_root"], **given)
 
 
+def default_workers(cap: int = 4) -> int:
+    """--workers when not given: the CPUs this process may run on, at most `cap` (more decoding processes than
+    cores only compete, and torch's DataLoader warns about them)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:                       # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cap, cpus))
+
+
 def data_identity(options: dict, raw) -> dict:
     """What the data is (glag.data.datasets.identity): the data root read and a fingerprint of its files,
     recorded in the config so that a checkpoint of other data is never resumed."""
@@ -83,6 +94,8 @@ def resolve_config(options: dict, raw, base: dict | None = None, data: dict | No
     cfg.update({k: list(recipe[k]) if isinstance(recipe[k], tuple) else recipe[k] for k in ("crop", "mean", "std")})
     cfg["decode_size"] = round(raw.image_size * RESIZE_MARGIN) if cfg["crop"] == "resize" else raw.image_size
     cfg.update(data or data_identity(options, raw))
+    if cfg.get("workers") is None:
+        cfg["workers"] = default_workers()
     bad = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("epochs", "batch_size", "dump_batch_size")
            if cfg[k] < 1] + [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("lr", "warmup_epochs") if cfg[k] < 0]
     if bad:

@@ -41,8 +41,10 @@ def register_recipe(name: str, **values):
 register_recipe("digits", backbone="resnet_small", epochs=30, batch_size=64, lr=0.05, warmup_epochs=1,
                 im=10.0, val_per_class=10, groups="relative", crop_pad=1, flip=False,
                 mean=(0.5,), std=(0.35,), threads=1)
-register_recipe("fashion-mnist", backbone="resnet_small", epochs=30, batch_size=128, lr=0.1, warmup_epochs=1,
-                im=100.0, flip=False, crop_pad=2, mean=(0.286,), std=(0.353,))
+# Fashion-MNIST: the schedule every Fashion number in the README used (8 epochs; reproduce's recipe adds 8
+# views), one thread as for digits: two threads on 28 px ran at 160 img/s beside another job, one at 810.
+register_recipe("fashion-mnist", backbone="resnet_small", epochs=8, batch_size=128, lr=0.1, warmup_epochs=1,
+                im=100.0, flip=False, crop_pad=2, mean=(0.286,), std=(0.353,), threads=1)
 for _name in ("cifar10", "cifar10-jpeg", "cifar100"):
     register_recipe(_name)
 register_recipe("tiny-imagenet", backbone="resnet10", epochs=100, batch_size=128, lr=0.1, im=100.0,

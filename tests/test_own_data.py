@@ -122,3 +122,15 @@ def test_listed_holdout_takes_at_most_a_fifth(tmp_path, counts, val_per_class, e
     root = image_folder(tmp_path / "r", counts=counts, test=1)
     data = make_long_tail(load_dataset("folder", root), "listed", 100.0, val_per_class)
     assert data.train_counts.tolist() == expect and len(data.val) == sum(counts) - sum(expect)
+
+
+def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch, tmp_path):
+    """--workers 4 on 2 cores made torch's DataLoader warn twice: the default is what the machine has."""
+    from glag.extract import pipeline
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert pipeline.default_workers() == 2
+    root = image_folder(tmp_path / "photos")
+    options = extract.make_context("glag-extract", ["--dataset", "folder", "--data-root", str(root)]).params
+    assert options["workers"] is None and pipeline.resolve_config(options, load_dataset("folder", root))["workers"] == 2
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert pipeline.default_workers() == 4
