@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from glag.data.errors import GlagError
+from glag.data.layout import bank_config
 from glag.extract.names import LOSS_NAMES
 
 # Stage-one settings that do not change the bank's features (how it ran, where it went), or that the
@@ -21,15 +22,6 @@ NOT_COMPARED = frozenset({"device", "amp", "threads", "compile", "compile_mode",
                           "current", "tensorboard", "decode", "views_dtype", "views_logits", "loss", "seed",
                           "dataset_meta", "data_source"})
 SHOWN = ("dataset", "im", "seed", "epochs", "backbone", "views")   # named in a row label first, when they differ
-
-
-def bank_config(bank) -> dict:
-    """The stage-one config a bank records ({} when it records none, e.g. a bank written by hand)."""
-    from glag.cli.util import read_saved_config
-    try:
-        return read_saved_config(bank)
-    except Exception:        # click.BadParameter: unreadable; the run itself will name the bank
-        return {}
 
 
 def compared(key: str) -> bool:

@@ -108,7 +108,7 @@ def markdown(runs, split: str = "test", banks=(), labels=None) -> str:
 
     Runs of different data (dataset or IM) never share a table: one table each, titled with the data.
     """
-    from .sweep_inputs import bank_config
+    from glag.data.layout import bank_config
     groups = {}
     for n, run in enumerate(runs):
         groups.setdefault(experiment(run_info(run)["bank"]), []).append(n)

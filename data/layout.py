@@ -76,6 +76,16 @@ def list_banks(runs_root=RUNS_ROOT) -> list:
     return sorted(p for p in root.rglob(BANK) if ".tmp" not in p.name) if root.is_dir() else []
 
 
+def bank_config(path) -> dict:
+    """The stage-one config a bank records; {} when it records none or cannot be read (damaged, hand-made)."""
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            config = json.loads(h5.attrs["config"])
+    except (OSError, KeyError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def bank_dataset(path) -> str | None:
     """The dataset a bank was made from (its attrs), None when it cannot be read."""
     try:

@@ -88,13 +88,14 @@ def check_compatible(path, saved: dict, cfg: dict) -> None:
                         "start over, or another --out")
 
 
-def check_same_data(path, saved: dict, cfg: dict) -> None:
-    """Refuse to continue (or dump) a checkpoint trained on other data: another data root, or other files."""
+def check_same_data(path, saved: dict, cfg: dict, what: str = "checkpoint was trained on") -> None:
+    """Refuse to continue (or dump) a checkpoint trained on other data, or to train over a bank made from
+    other data (`what` says which): another data root, or other files."""
     short = lambda k, v: v[:12] if k == "data_fingerprint" and isinstance(v, str) else v
     diffs = [f"{k.replace('_', ' ')} {short(k, saved[k])} (this run: {short(k, cfg.get(k))})" for k in DATA_KEYS
              if k in saved and saved[k] != cfg.get(k)]
     if diffs:
-        raise GlagError(f"{path}: checkpoint was trained on other data: {'; '.join(diffs)}; pass another --out "
+        raise GlagError(f"{path}: {what} other data: {'; '.join(diffs)}; pass another --out "
                         "(or --no-resume to train over it)")
 
 

@@ -54,9 +54,10 @@ def parse_seeds(text: str) -> list:
 @friendly_errors
 def main(losses, seeds, max_group, runs_root, **options):
     """Train stage one for every loss x seed at once on one device and write one bank per run."""
+    losses, seeds = parse_losses(losses), parse_seeds(seeds)     # refused before torch is imported
     from glag.extract.group_run import run_group
     keep_freed_memory()
-    banks = run_group(options, parse_losses(losses), parse_seeds(seeds), runs_root, max_group)
+    banks = run_group(options, losses, seeds, runs_root, max_group)
     if banks is not None:
         click.echo(f"{len(banks)} banks written", err=True)
 

@@ -15,10 +15,10 @@ from glag.cli.tensorboard import open_board
 from glag.cli.util import echo_progress
 from glag.data.datasets import DATASETS, data_root, identity, load_dataset
 from glag.data.errors import GlagError
-from glag.data.layout import RUNS_ROOT, bank_path, set_current
+from glag.data.layout import RUNS_ROOT, bank_config, bank_path, set_current
 from glag.data.longtail import describe, make_long_tail
 from glag.extract.backbones import Classifier, build_backbone, load_pretrained
-from glag.extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
+from glag.extract.checkpoint import check_compatible, check_same_data, checkpoint_path, load_checkpoint, restore
 from glag.extract.distributed import close_context, init_context
 from glag.extract.dump import check_space, dump_bank
 from glag.extract.gpu_decode import decode_mode
@@ -178,6 +178,8 @@ def _run(options: dict, ctx, log):
         torch.set_num_threads(cfg["threads"])
     if state is not None:
         check_compatible(ckpt, state["config"], cfg)
+    elif options["resume"] and out.is_file():      # a bank without its checkpoint: never trained over silently
+        check_same_data(out, bank_config(out), cfg, "bank was made from")
     log(describe(data), err=True)
     model = build_model(cfg, ctx, fresh=state is None, log=log)
     loss = make_loss(cfg, data.train_counts, ctx.device)

@@ -94,6 +94,12 @@ def test_two_folders_with_the_same_counts_never_share_a_checkpoint_or_bank(tmp_p
     assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
     assert "checkpoint was trained on other data: data source" in res.output and "--out" in res.output
     assert out.read_bytes() == kept
+    for stale in out.parent.glob("bank.ckpt.pt"):            # the bank alone, its checkpoint gone: still kept
+        stale.unlink()
+    res = run_extract(second, "--out", out)
+    assert res.exit_code == 1 and "bank was made from other data: data source" in res.output
+    assert out.read_bytes() == kept
+    assert run_extract(second, "--out", out, "--no-resume").exit_code == 0       # asked for: trained over
 
 
 def test_files_changed_under_the_same_root_are_refused(tmp_path):

@@ -42,10 +42,13 @@ def test_help_version_and_option_errors_import_no_torch(module, prefix, args, co
     assert result == {"code": code, "heavy": []}
 
 
-@pytest.mark.parametrize("args", [["--loss", "nope"], ["--backbone", "nope"], ["--epochs", "many"],
-                                  ["--decode", "nope"], ["--im", "0.5"]])
-def test_extract_refuses_bad_values_before_torch(args):
-    assert probe("glag.extract.cli", args) == {"code": 2, "heavy": []}
+@pytest.mark.parametrize("module, args, code", [
+    ("glag.extract.cli", ["--loss", "nope"], 2), ("glag.extract.cli", ["--backbone", "nope"], 2),
+    ("glag.extract.cli", ["--epochs", "many"], 2), ("glag.extract.cli", ["--decode", "nope"], 2),
+    ("glag.extract.cli", ["--im", "0.5"], 2), ("glag.extract.group_cli", ["--losses", "ce,nope"], 1),
+    ("glag.extract.group_cli", ["--seeds", "x"], 1), ("glag.reproduce.cli", ["--recipe", "nope"], 2)])
+def test_bad_values_are_refused_before_torch(module, args, code):
+    assert probe(module, args) == {"code": code, "heavy": []}
 
 
 def test_light_names_match_the_registries():
