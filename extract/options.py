@@ -58,7 +58,8 @@ OPTIONS = [
     _opt("--channels", type=click.Choice(["1", "3"]), default=None, show_default="the reader's",
          help="Gray (1) or RGB (3), for the folder reader."),
     _opt("--im", type=Ratio(), default=None,
-         help="Imbalance ratio n_max / n_min of the long-tailed split; a folder dataset keeps every image unless given."),
+         help="Imbalance ratio n_max / n_min of the long-tailed split; a folder dataset keeps every image unless "
+              "given."),
     _opt("--profile", type=click.Choice(PROFILES), default=None,
          help="Long-tail profile; listed = every train image as it is (ImageNet-LT, iNat, a folder by default)."),
     _opt("--val-per-class", type=int, default=None,

@@ -10,5 +10,5 @@ EXTRAS = {"plots": "matplotlib>=3.6", "dask": "dask[distributed]>=2023", "tensor
 
 
 def install_hint(extra: str) -> str:
-    """`pip install '<requirement>'` for an extra, e.g. pip install 'tensorboard>=2.10' (the glag-lt[tensorboard] extra)."""
+    """`pip install '<requirement>'` for an extra: pip install 'tensorboard>=2.10' (the glag-lt[tensorboard] extra)."""
     return f"pip install '{EXTRAS[extra]}' (the {DISTRIBUTION}[{extra}] extra)"

@@ -36,7 +36,8 @@ def reproduction(root, seeds=3, acc=ACC):
         for seed, value in enumerate(values[:seeds]):
             folder = root / loss / f"seed{seed}"
             if method == "stage one":
-                write_tiny_bank(folder / "bank.h5", loss=loss, config=dict(CFG, loss=loss, seed=seed), dataset=CFG["dataset"],
+                write_tiny_bank(folder / "bank.h5", loss=loss, config=dict(CFG, loss=loss, seed=seed),
+                                dataset=CFG["dataset"],
                                 metrics={"test": {"overall": value / 100}, "val": {"overall": 0.5}})
             else:
                 run_folder(folder / "stage2" / method, value / 100)
@@ -96,14 +97,15 @@ def test_a_study_folder_gives_its_row_from_its_own_runs(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "CIFAR-10-LT IM 100, 200 epochs, GraLoss bank only, 1 seed"
     assert cells[1] == "—"                                                   # no CE bank in a study
-    assert cells[2] == "72.1 → n/a → 74.4 → 75.4 (1 seed)"                   # no fixed-0.6-no-KD run in this study
+    assert cells[2] == "72.1 → n/a → 74.4 → 75.4 (1 seed)"          # no fixed-0.6-no-KD run in this study
     assert cells[3] == "75.4 vs **76.8** (post-hoc LA, GraLoss bank): \u22121.3 (1 seed)"   # computed, not typed
     assert "graloss: AD 75.4 vs the fixed beta val picks 75.4: +0.0" in out   # val picks 0.8 (75.39)
     with_step = study(tmp_path / "again", dict(STUDY, **{"glag fixed 0.6 no-kd": (68.0, 74.1)}))
     assert "72.1 → 74.1 → 74.4 → 75.4 (1 seed)" in invoke(with_step)
 
 
-@pytest.mark.parametrize("a, b, text", [({0: 0.5}, {0: 0.4}, "+10.0"), ({0: 0.4, 1: 0.5}, {0: 0.5, 1: 0.5},
-                                                                         "\u22125.0 ± 7.1"), ({0: 0.5}, {1: 0.5}, "n/a")])
+@pytest.mark.parametrize("a, b, text", [({0: 0.5}, {0: 0.4}, "+10.0"),
+                                        ({0: 0.4, 1: 0.5}, {0: 0.5, 1: 0.5}, "\u22125.0 ± 7.1"),
+                                        ({0: 0.5}, {1: 0.5}, "n/a")])
 def test_paired_differences_use_the_seeds_both_have(a, b, text):
     assert claims.paired(a, b) == text

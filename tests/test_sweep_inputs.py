@@ -51,8 +51,8 @@ def test_missing_stores_are_refused_before_any_run(tmp_path):
     assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
     assert "run(s) 2, 3: no " in res.output and "latest.json" in res.output and "nothing was run" in res.output
     assert f"glag-generate --bank {bank}" in res.output and not (tmp_path / "ce" / "stage2").exists()
-    crt_only = grid_file(tmp_path, {"base": {"epochs": 1, "plots": False}, "runs": [{"method": "crt"},
-                                                                                    {"method": "glag", "synthetic": False, "ad": False}]})
+    no_store = [{"method": "crt"}, {"method": "glag", "synthetic": False, "ad": False}]
+    crt_only = grid_file(tmp_path, {"base": {"epochs": 1, "plots": False}, "runs": no_store})
     assert invoke("sweep", "--grid", crt_only, "--bank", bank, "--jobs", 1).exit_code == 0
 
 
