@@ -1,8 +1,8 @@
 """The distribution's name and its optional extras, and the install hint every message prints.
 
 The import name is `glag`; the distribution is `glag-lt`, because `glag` on the package index is
-an unrelated project (`pip install glag` would install it, and `pip install -U 'glag[x]'` would
-replace this one with it). A hint installs the missing package itself, which is what the extra adds.
+an unrelated project (installing the name `glag` from the index would install it, and its extras
+with -U would replace this one with it). A hint installs the missing package itself, which is what the extra adds.
 pyproject.toml's [project.optional-dependencies] must match EXTRAS (tests/test_packaging.py checks).
 """
 DISTRIBUTION = "glag-lt"
