@@ -33,6 +33,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	@# the distribution is glag-lt (glag on the package index is another project): drop an install under the old name
+	$(BIN)/pip uninstall -q -y glag >/dev/null 2>&1 || true
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,plots,tensorboard]'
 	touch $@
 

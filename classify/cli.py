@@ -46,12 +46,16 @@ def run(**options):
 @backend_options("loky")
 @click.option("--out", default="auto", show_default=True,
               help="Folder of table.md / table.csv; auto: <bank folder>/stage2/sweeps/<grid>.")
+@click.option("--mixed-banks", is_flag=True, default=False,
+              help="Compare banks that differ in more than the stage-one loss and seed (epochs, views, data, ...); "
+                   "without it such a sweep is refused before it runs. Rows then name the differing settings.")
 @friendly_errors
-def sweep(grid, bank, dataset, runs_root, im, jobs, backend, scheduler, out):
-    """Run a grid of stage-two configurations in parallel; write and print one comparison table."""
+def sweep(grid, bank, dataset, runs_root, im, jobs, backend, scheduler, out, mixed_banks):
+    """Run a grid of stage-two configurations in parallel; write and print one comparison table. Banks, stores
+    and every value are checked before the first run."""
     from .sweep import run_sweep
     runs, folder = run_sweep(grid, {"bank": bank, "dataset": dataset, "runs_root": runs_root, "im": im}, jobs, out,
-                             backend, scheduler)
+                             backend, scheduler, mixed_banks)
     click.echo((folder / "table.md").read_text())
     click.echo(f"{len(runs)} runs; tables in {folder}", err=True)
 

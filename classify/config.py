@@ -55,8 +55,8 @@ OPTIONS = {
     "threads": (0, "CPU threads for torch; 0: one for small heads (D * C < 2^20: threads cost more than they "
                    "give there, and thrash when other processes share the cores), else torch's setting."),
     "groups": ("bank", f"Many/medium/few rule: bank (the bank config's 'groups', else auto) or one of {list(RULES)}."),
-    "ad": (True, "Adaptive beta (AD): move each tail class's beta towards what lowers the val loss (--ad-rule)."),
-    "ad_rule": ("paired", "AD rule: paired (probe heads at beta +/- --ad-delta, balanced val loss) or sign (the old "
+    "ad": (True, "Adaptive beta (AD): move each tail class's beta towards higher val accuracy (--ad-criterion)."),
+    "ad_rule": ("paired", "AD rule: paired (probe heads at beta +/- --ad-delta, --ad-criterion) or sign (the old "
                           "rule: sign of the class's val-accuracy change)."),
     "ad_delta": (0.1, "paired AD: beta offset of the two probe heads."),
     "ad_criterion": ("accuracy", "paired AD: what the probes compare on val: accuracy (balanced), soft_error (1 - p_y, "
@@ -87,7 +87,7 @@ OPTIONS = {
                      "loadable with glag.extract.backbones.load_deployed."),
     "plots": (True, "Write PNG plots (matplotlib) and the t-SNE of a few classes."),
     "tensorboard": ("", "Also write TensorBoard events under this folder, in <folder>/<run> (needs the "
-                        "tensorboard extra: pip install 'glag[tensorboard]'); empty: none."),
+                        "tensorboard extra: pip install 'tensorboard>=2.10'); empty: none."),
     "tsne_classes": (6, "Classes in the t-SNE plot (half most, half least frequent)."),
 }
 CHOICES = {"space": ("raw", "tukey"), "amp": (AUTO, "none", "bf16"), "sampler": ("class", "instance"), "groups": ("bank",) + RULES,

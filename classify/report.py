@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from glag.data.splits import format_table
+from glag.extras import install_hint
 
 DEPLOY = """## Using the head
 
@@ -68,7 +69,7 @@ def write_report(folder, plots: bool = True) -> Path:
         try:
             images = make_plots(folder)
         except ImportError:
-            click.echo("plots skipped: matplotlib is not installed (pip install 'glag[plots]')", err=True)
+            click.echo(f"plots skipped: matplotlib is not installed ({install_hint('plots')})", err=True)
     bank = config["upstream"]["bank"]
     parts = [f"# Stage-two run {summary['run']}\n",
              f"method **{cfg['method']}**: head `{cfg['head']}`, loss `{cfg['loss']}`, sampler `{cfg['sampler']}`, "

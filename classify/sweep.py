@@ -1,6 +1,7 @@
 """Many stage-two runs from one (or a few) feature banks, in parallel, and one comparison table.
 
-Every configuration is checked before anything runs (unknown keys, missing banks).
+Every configuration is checked before anything runs (unknown keys, missing banks, banks made
+differently, missing stores: sweep_inputs.py).
 Runs are keyed by the hash of their resolved config and written atomically, so
 an interrupted sweep resumes where it stopped, and two sweeps that share runs
 or a table folder never mix files: each file appears whole or not at all.
@@ -19,6 +20,7 @@ from glag.data.layout import experiment_name
 
 from .config import defaults
 from .grids import GRIDS
+from .sweep_inputs import check_banks, check_stores
 from .table import csv_text, markdown
 
 _SECTIONS = ("base", "grid", "runs", "description")
@@ -73,7 +75,7 @@ def _one(options: dict, explicit: list, threads):
 
 
 def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto", backend: str = "loky",
-              scheduler: str = "") -> tuple[list, Path]:
+              scheduler: str = "", mixed_banks: bool = False) -> tuple[list, Path]:
     """Run every configuration of a grid; write table.md and table.csv.
 
     Args:
@@ -82,6 +84,7 @@ def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto", back
         jobs: runs at a time (loky: processes, each with cpu_count // jobs torch threads).
         out: folder of the table; auto: <first run's bank folder>/stage2/sweeps/<grid name>.
         backend, scheduler: where the runs execute (glag.parallel: loky, threading, dask [at an address]).
+        mixed_banks: compare banks that differ in more than the stage-one loss (rows then name how).
     Returns:
         (run folders, table folder).
     """
@@ -90,20 +93,29 @@ def run_sweep(grid_spec: str, base: dict, jobs: int = 2, out: str = "auto", back
     if missing:
         raise GlagError(f"--grid {name}: bank(s) not found: {missing}; build them first: "
                         + "; ".join(make_features(Path(m)) for m in missing))
+    banks = sorted({o["bank"] for o, _ in configs})
+    tags = check_banks(name, banks, mixed_banks)
+    check_stores(name, configs)
     results = _execute(configs, name, jobs, backend, scheduler)
     varying = {k for _, e in configs for k in e if len({json.dumps(o.get(k)) for o, _ in configs}) > 1}
-    done = [(Path(r), describe(o, varying & set(e))) for (r, _), (o, e) in zip(results, configs) if r]
+    done = [(Path(r), label(describe(o, varying & set(e)), tags[o["bank"]]))
+            for (r, _), (o, e) in zip(results, configs) if r]
     errors = list(dict.fromkeys(err for _, err in results if err))     # the same cause once
     if not done:
         raise GlagError(f"--grid {name}: all {len(configs)} runs failed, no table written: " + " | ".join(errors))
     folder = Path(configs[0][0]["bank"]).parent / "stage2" / "sweeps" / name if out == "auto" else Path(out)
-    banks = sorted({o["bank"] for o, _ in configs})
     runs = [r for r, _ in done]
-    write_tables(folder, runs, banks, [label for _, label in done])
+    write_tables(folder, runs, banks, [text for _, text in done])
     if errors:
         failed = sum(1 for _, err in results if err)
-        raise GlagError(f"{failed} of {len(configs)} runs failed (table has the others): " + " | ".join(errors))
+        raise GlagError(f"--grid {name}: {failed} of {len(configs)} runs failed; the table of the other "
+                        f"{len(done)} is in {folder}: " + " | ".join(errors))
     return runs, folder
+
+
+def label(text: str, tag: str) -> str:
+    """A row's label: the run's own settings, then its bank's where the banks differ (--mixed-banks, seeds)."""
+    return f"{text} [{tag}]" if tag else text
 
 
 def _execute(configs: list, name: str, jobs: int, backend: str, scheduler: str) -> list:

@@ -47,36 +47,93 @@ def stage_one_rows(banks, split: str) -> dict:
     return rows
 
 
+def run_info(run) -> dict:
+    """Who a finished run is: name, whether its user named it, method, resolved options, its bank's config."""
+    config = json.loads((Path(run) / "config.json").read_text())
+    cfg, bank = config.get("cfg", {}), (config.get("upstream") or {}).get("bank") or {}
+    summary = load_metrics(run).get("summary", {})
+    return {"run": Path(run), "name": summary.get("run", Path(run).name), "named": cfg.get("run") not in ("auto", None),
+            "method": cfg.get("method", summary.get("method")), "cfg": cfg, "bank_loss": summary.get("bank_loss", "?"),
+            "bank": bank.get("config") or {"dataset": bank.get("dataset")}}
+
+
+def experiment(bank_cfg: dict) -> str:
+    """A bank's data in words: `<dataset> IM <im>`, or `<dataset> (listed)`."""
+    dataset = bank_cfg.get("dataset") or "?"
+    if bank_cfg.get("profile") == "listed" or bank_cfg.get("im") is None:
+        return f"{dataset} (listed)" if bank_cfg.get("profile") == "listed" else dataset
+    return f"{dataset} IM {float(bank_cfg['im']):g}"
+
+
+def default_labels(infos: list) -> list:
+    """Row labels: the name a user gave, else (a sweep's hash-named run) the method and the options in which
+    the hash-named runs shown differ; then the bank's settings in which the rows' banks differ."""
+    from .sweep_inputs import bank_tag, differences
+    hashed = [i for i in infos if not i["named"]]
+    varying = sorted(k for k in {k for i in hashed for k in i["cfg"]} - _NOT_LABELS
+                     if len({json.dumps(i["cfg"].get(k), sort_keys=True) for i in hashed}) > 1)
+    bank_keys = [k for k in differences({str(n): i["bank"] for n, i in enumerate(infos)})
+                 if k not in ("dataset", "im", "profile", "data_fingerprint")]
+    if len({str(i["bank"].get("seed")) for i in infos}) > 1:
+        bank_keys = ["seed"] + bank_keys
+    out = []
+    for i in infos:
+        own = ", ".join(f"{k}={i['cfg'].get(k)}" for k in varying)
+        name = i["name"] if i["named"] else f"{i['method']} {own}".strip()
+        tag = bank_tag(i["bank"], bank_keys)
+        out.append(f"{name} [{tag}]" if tag else name)
+    return out
+
+
+# options that say where a run went or how it ran, never what it is: not used to label rows
+_NOT_LABELS = frozenset({"bank", "store", "run", "out", "overwrite", "plots", "deploy", "tsne_classes", "device",
+                         "threads", "runs_root", "tensorboard", "dataset", "method"})
+
+
 def run_rows(runs, split: str, labels=None) -> dict:
-    """{"<label or run name> (<stage-one loss> bank)": accuracy dict on `split`}."""
+    """{"<label> (<stage-one loss> bank)": accuracy dict on `split`}; labels default to `default_labels`."""
+    infos = [run_info(r) for r in runs]
+    labels = labels or default_labels(infos)
     rows = {}
-    for i, run in enumerate(runs):
-        m = load_metrics(run)
+    for info, text in zip(infos, labels):
+        m = load_metrics(info["run"])
         if m.get(split) is None:
-            raise GlagError(f"{run}: no {split!r} metrics (the bank had no {split} split); try --split test")
-        summary = m.get("summary", {})
-        name = labels[i] if labels else summary.get("run", Path(run).name)
-        _add(rows, f"{name} ({summary.get('bank_loss', '?')} bank)", m[split], str(run))
+            raise GlagError(f"{info['run']}: no {split!r} metrics (the bank had no {split} split); try --split test")
+        _add(rows, f"{text} ({info['bank_loss']} bank)", m[split], str(info["run"]))
     return rows
 
 
 def markdown(runs, split: str = "test", banks=(), labels=None) -> str:
-    """The markdown table: stage-one rows of `banks` first, then one row per run (`labels` name them)."""
-    rows = dict(stage_one_rows(banks, split), **run_rows(runs, split, labels))
-    return format_table(rows, title=f"Top-1 accuracy (%) on {split}")
+    """The markdown table: stage-one rows of `banks` first, then one row per run (`labels` name them).
+
+    Runs of different data (dataset or IM) never share a table: one table each, titled with the data.
+    """
+    from glag.data.layout import bank_config
+    groups = {}
+    for n, run in enumerate(runs):
+        groups.setdefault(experiment(run_info(run)["bank"]), []).append(n)
+    parts = []
+    for data, members in groups.items():
+        mine = [b for b in banks if len(groups) == 1 or experiment(bank_config(b)) == data]
+        rows = dict(stage_one_rows(mine, split),
+                    **run_rows([runs[n] for n in members], split, [labels[n] for n in members] if labels else None))
+        title = f"Top-1 accuracy (%) on {split}" + (f", {data}" if len(groups) > 1 else "")
+        parts.append(format_table(rows, title=title))
+    return "\n".join(parts)
 
 
 def csv_text(runs, splits=("val", "test"), labels=None) -> str:
-    """One line per run: name, label, summary, then overall/many/medium/few per split (fractions)."""
+    """One line per run: name, label, summary, data, then overall/many/medium/few per split (fractions)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(("run", "label") + LABELS + tuple(f"{s}_{c}" for s in splits for c in COLUMNS))
+    w.writerow(("run", "label") + LABELS + ("data",) + tuple(f"{s}_{c}" for s in splits for c in COLUMNS))
     for i, run in enumerate(runs):
         m = load_metrics(run)
         summary = m.get("summary", {})
         accs = [(m.get(s) or {}).get(c) for s in splits for c in COLUMNS]
         w.writerow([summary.get("run", Path(run).name), labels[i] if labels else ""]
-                   + [summary.get(k, "") for k in LABELS] + ["" if a is None else f"{a:.4f}" for a in accs])
+                   + [summary.get(k, "") for k in LABELS] + [experiment(run_info(run)["bank"])]
+                   + ["" if a is None else f"{a:.4f}" for a in accs])
     return buf.getvalue()
 
 

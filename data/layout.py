@@ -2,6 +2,8 @@
 
     runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5   stage one (make features, glag-extract, reproduce);
                                                    <dataset>-listed for the listed long tails (ImageNet-LT, iNat)
+                                                   and a folder kept as it is; <dataset> of a user's folder is
+                                                   folder-<its name>-<hash of its path>
         .../bank.ckpt.pt                           its checkpoint
         .../synthetic/<hash>.h5, latest.json       the bank's stores and its pointer to the newest
         .../stage2/<run>/                          stage-two runs
@@ -13,8 +15,10 @@ and reproduce read what `make features` wrote. A tool given no --bank uses, in
 order: the bank of --dataset / $DATASET (the current one if it is of that dataset,
 else the only one), the current bank, the only bank under runs/; it says which.
 """
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -27,14 +31,28 @@ CURRENT = "current.json"
 BANK = "bank.h5"
 
 
-def experiment_name(dataset: str, im) -> str:
-    """<dataset>-im<IM> (IM printed without a trailing .0), or <dataset>-listed when im is None."""
-    return f"{dataset}-im{float(im):g}" if im is not None else f"{dataset}-listed"
+def dataset_folder(dataset: str, data_root=None) -> str:
+    """The dataset part of an experiment's folder: its name; for `folder` (a user's images, wherever they
+    are) folder-<the image folder's name>-<hash of its absolute path>, so two image folders never share a
+    run, a checkpoint or a bank."""
+    if dataset != "folder":
+        return dataset
+    from glag.data.datasets.base import data_root as resolve_root
+    root = Path(resolve_root(data_root)).expanduser().resolve()
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", root.name).strip("._") or "root"
+    return f"folder-{name}-{hashlib.blake2b(str(root).encode(), digest_size=3).hexdigest()}"
 
 
-def bank_path(runs_root, dataset: str, im, loss: str, seed: int) -> Path:
+def experiment_name(dataset: str, im, data_root=None) -> str:
+    """<dataset>-im<IM> (IM printed without a trailing .0), or <dataset>-listed when im is None
+    (<dataset> as `dataset_folder` names it)."""
+    name = dataset_folder(dataset, data_root)
+    return f"{name}-im{float(im):g}" if im is not None else f"{name}-listed"
+
+
+def bank_path(runs_root, dataset: str, im, loss: str, seed: int, data_root=None) -> Path:
     """runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5."""
-    return Path(runs_root) / experiment_name(dataset, im) / loss / f"seed{seed}" / BANK
+    return Path(runs_root) / experiment_name(dataset, im, data_root) / loss / f"seed{seed}" / BANK
 
 
 def set_current(bank, runs_root=RUNS_ROOT) -> None:
@@ -56,6 +74,16 @@ def list_banks(runs_root=RUNS_ROOT) -> list:
     """Every bank.h5 under runs_root, at any depth, sorted."""
     root = Path(runs_root)
     return sorted(p for p in root.rglob(BANK) if ".tmp" not in p.name) if root.is_dir() else []
+
+
+def bank_config(path) -> dict:
+    """The stage-one config a bank records; {} when it records none or cannot be read (damaged, hand-made)."""
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            config = json.loads(h5.attrs["config"])
+    except (OSError, KeyError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def bank_dataset(path) -> str | None:

@@ -4,7 +4,8 @@ Profiles:
   exp     n_i = int(n_max * IM ** (-i / (C - 1))), classes in natural order: the
           standard CIFAR-LT generator's counts (LDAM-DRW's `get_img_num_per_cls`).
   step    the first half of the classes keep n_max, the rest int(n_max / IM).
-  listed  the train split exactly as the dataset lists it (ImageNet-LT, iNat).
+  listed  the train split exactly as the dataset lists it (ImageNet-LT, iNat) or as a user's
+          folder holds it (the `folder` dataset's default: every image, its real counts).
 
 Validation: a dataset with an official val split uses it. Otherwise the val split
 is `val_per_class` images per class taken from the training images that the
@@ -12,6 +13,9 @@ long-tail subsampling left out, never from test. A class whose formula count
 leaves fewer than `val_per_class` images over (the largest classes) is capped
 at `size - val_per_class`; every other class gets exactly the standard count.
 `val_per_class=0` gives the standard counts untouched and an empty val split.
+A listed split without an official val split (a folder with no val/) holds
+`val_per_class` images per class out of train, at most a fifth of the class, so
+a class of 10 keeps 8 and a class of 4 keeps all 4.
 """
 import numpy as np
 
@@ -76,10 +80,33 @@ def make_long_tail(raw: RawDataset, profile: str = "exp", im: float = 100.0, val
 
 
 def _as_listed(raw: RawDataset, val_per_class: int, seed: int) -> LongTailDataset:
+    """Every train image as listed; val is the official split, else a held-out part of train (module doc)."""
     if raw.val is not None:
         return _finish(raw, raw.train, raw.val, dict(profile="listed", val_source="official", seed=seed))
-    raise GlagError(f"dataset {raw.name}: listed as long-tailed but has no official val split; "
-                    "use --profile exp or step so a val split can be taken from the train leftovers")
+    if val_per_class < 0:
+        raise GlagError(f"--val-per-class {val_per_class}: must be >= 0")
+    rng = np.random.default_rng(seed)
+    train_rows, val_rows = [], []
+    for k in range(len(raw.class_names)):
+        rows = rng.permutation(np.flatnonzero(raw.train.labels == k))
+        held = min(val_per_class, len(rows) // 5)
+        train_rows.append(np.sort(rows[: len(rows) - held]))
+        val_rows.append(np.sort(rows[len(rows) - held:]))
+    meta = dict(profile="listed", val_per_class=val_per_class, seed=seed, val_source="train-holdout")
+    return _finish(raw, raw.train.subset(np.concatenate(train_rows)), raw.train.subset(np.concatenate(val_rows)),
+                   meta)
+
+
+def describe(data: LongTailDataset) -> str:
+    """One line on the split used: classes, and train / val / test images with the train counts per class."""
+    counts = [int(c) for c in data.train_counts]
+    shown = "/".join(map(str, counts)) if len(counts) <= 20 else f"{max(counts)} ... {min(counts)}"
+    how = {"listed": "every image, as listed", "exp": f"exponential long tail, IM {data.meta.get('im', 0):g}",
+           "step": f"step long tail, IM {data.meta.get('im', 0):g}"}.get(data.meta.get("profile"), "")
+    val = {"official": "the official val split", "train-holdout": "held out of train, at most a fifth of a class",
+           "train-leftover": "from the train images the long tail left out"}.get(data.meta.get("val_source"), "")
+    return (f"data: {data.name}, {len(counts)} classes; train {len(data.train)} images ({how}; per class "
+            f"{shown}); val {len(data.val)} ({val}); test {len(data.test)}")
 
 
 def _finish(raw, train, val, meta) -> LongTailDataset:

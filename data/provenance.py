@@ -31,9 +31,10 @@ def git_commit() -> str:
 
 
 def _is_glag_checkout(root: Path) -> bool:
-    """root is a git work tree of GLAG itself: its pyproject names the project glag and .git is right there."""
+    """root is a git work tree of GLAG itself: its pyproject names GLAG's distribution and .git is right there."""
+    from glag.extras import DISTRIBUTION
     try:
-        return (root / ".git").exists() and 'name = "glag"' in (root / "pyproject.toml").read_text()
+        return (root / ".git").exists() and f'name = "{DISTRIBUTION}"' in (root / "pyproject.toml").read_text()
     except OSError:
         return False
 

@@ -57,10 +57,15 @@ def group_accuracy(pred, labels, groups) -> dict:
     return out
 
 
+LEGEND = ("`-` under a group: no class is in it. Groups count each class's training images: many > 100, "
+          "medium 20-100, few < 20; where that leaves one group, thirds by count (--groups, docs/datasets.md).")
+
+
 def format_table(rows: dict, title: str = "") -> str:
-    """A markdown table of {method: accuracy dict} in percent."""
+    """A markdown table of {method: accuracy dict} in percent; a group empty in every row gets LEGEND below."""
     head = "| method | overall | many | medium | few |\n|---|---|---|---|---|\n"
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}"
     body = "".join(f"| {name} | " + " | ".join(fmt(acc.get(k)) for k in ("overall",) + GROUPS) + " |\n"
                    for name, acc in rows.items())
-    return (f"{title}\n\n" if title else "") + head + body
+    empty = rows and any(all(acc.get(k) is None for acc in rows.values()) for k in GROUPS)
+    return (f"{title}\n\n" if title else "") + head + body + (f"\n{LEGEND}\n" if empty else "")

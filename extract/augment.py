@@ -16,8 +16,7 @@ import torch
 from torchvision.transforms import v2
 
 from glag.data.errors import GlagError
-
-AUTOAUGMENT = ("none", "cifar10", "imagenet", "svhn")    # torchvision's AutoAugmentPolicy names
+from glag.extract.names import AUTOAUGMENT  # torchvision's AutoAugmentPolicy names, defined without torch
 
 
 def random_crop_flip(images, size: int, pad: int, flip: bool, generator: torch.Generator):

@@ -24,10 +24,13 @@ RUNTIME_KEYS = frozenset({"device", "amp", "threads", "compile", "compile_mode",
                           "views", "views_dtype", "views_logits", "decode"})
 # Settings added after checkpoints were first written, with the value an older checkpoint trained with.
 ADDED_LATER = {"autoaugment": "none", "mixup": 0.0}
+# What the data was (glag.data.datasets.identity): the data root read and a fingerprint of its files. A
+# checkpoint written before they were recorded is not checked on them.
+DATA_KEYS = ("data_source", "data_fingerprint")
 
 
 def checkpoint_path(out):
-    """The checkpoint beside a bank: runs/<dataset>/bank.h5 -> runs/<dataset>/bank.ckpt.pt."""
+    """The checkpoint beside a bank: <bank folder>/bank.h5 -> <bank folder>/bank.ckpt.pt."""
     return out.with_name(out.stem + ".ckpt.pt")
 
 
@@ -80,14 +83,26 @@ def load_checkpoint(path, dump_only: bool = False) -> dict:
 def check_compatible(path, saved: dict, cfg: dict, dump_only: bool = False) -> None:
     """Refuse to continue a checkpoint trained with other settings, naming them."""
     plain = lambda v: json.loads(json.dumps(v, default=str))  # tuples -> lists, paths -> str; 1 == 1.0
+    check_same_data(path, saved, cfg)
     saved, cfg = {**ADDED_LATER, **saved}, {**ADDED_LATER, **cfg}   # a missing newer key means its old default
-    keys = sorted((set(saved) | set(cfg)) - RUNTIME_KEYS)
+    keys = sorted((set(saved) | set(cfg)) - RUNTIME_KEYS - set(DATA_KEYS))
     diffs = [f"{k}={saved.get(k)!r} (this run: {cfg.get(k)!r})" for k in keys
              if plain(saved.get(k)) != plain(cfg.get(k))]
     if diffs:
         fix = "--dump-only dumps it as it was trained: drop the options that differ" if dump_only else \
             "pass --no-resume to start over, or another --out"
         raise GlagError(f"{path}: checkpoint was trained with {', '.join(diffs[:4])}; {fix}")
+
+
+def check_same_data(path, saved: dict, cfg: dict, what: str = "checkpoint was trained on") -> None:
+    """Refuse to continue (or dump) a checkpoint trained on other data, or to train over a bank made from
+    other data (`what` says which): another data root, or other files."""
+    short = lambda k, v: v[:12] if k == "data_fingerprint" and isinstance(v, str) else v
+    diffs = [f"{k.replace('_', ' ')} {short(k, saved[k])} (this run: {short(k, cfg.get(k))})" for k in DATA_KEYS
+             if k in saved and saved[k] != cfg.get(k)]
+    if diffs:
+        raise GlagError(f"{path}: {what} other data: {'; '.join(diffs)}; pass another --out "
+                        "(or --no-resume to train over it)")
 
 
 def restore(state: dict, *, model, optimizer=None, scheduler=None, dump_only: bool = False) -> int:

@@ -11,7 +11,6 @@ import click
 from glag.cli.util import config_option, friendly_errors, version_option
 from glag.extract.hostmem import keep_freed_memory
 from glag.extract.options import apply_options
-from glag.extract.pipeline import run_extract
 
 
 @click.command(context_settings={"max_content_width": 110})
@@ -20,7 +19,9 @@ from glag.extract.pipeline import run_extract
 @apply_options
 @friendly_errors
 def main(**options):
-    """Train stage one on a long-tailed dataset and write its feature bank (runs/<dataset>/bank.h5)."""
+    """Train stage one on a long-tailed dataset and write its feature bank
+    (runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5; see --out)."""
+    from glag.extract.pipeline import run_extract   # torch: only once the options parsed
     keep_freed_memory()
     run_extract(options)
 

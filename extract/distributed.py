@@ -12,9 +12,7 @@ import torch
 import torch.distributed as tdist
 
 from glag.data.errors import GlagError
-
-DEVICES = ("auto", "cpu", "cuda")
-AMP = ("auto", "bf16", "fp32")
+from glag.extract.names import AMP, DEVICES  # noqa: F401  (the option choices, defined without torch)
 
 
 @dataclass

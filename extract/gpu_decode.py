@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from glag.data.errors import GlagError
+from glag.extract.names import DECODE  # the option choices, defined without torch
 
-DECODE = ("auto", "cpu", "gpu")
 RESIZE_CHUNK = 64          # images resized per call: bounds the float copy (64 x 3 x 500 x 375 x 4 B = 144 MB)
 # Frame markers (SOFn). nvJPEG decodes 8-bit Huffman frames (baseline, extended, progressive); the
 # others (lossless, hierarchical, arithmetic-coded) go to Pillow.

@@ -14,7 +14,7 @@ from glag.cli.util import config_option, friendly_errors, version_option
 from glag.data.errors import GlagError
 from glag.data.layout import RUNS_ROOT
 from glag.extract.hostmem import keep_freed_memory
-from glag.extract.losses import LOSSES
+from glag.extract.names import LOSS_NAMES
 from glag.extract.options import apply_options
 
 # glag-extract's options that name one run: here --losses, --seeds and --runs-root name them all. Banks of a
@@ -24,9 +24,9 @@ PER_RUN_OPTIONS = ("loss", "seed", "out", "current")
 
 def parse_losses(text: str) -> list:
     names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in names if x not in LOSSES]
+    bad = [x for x in names if x not in LOSS_NAMES]
     if bad or not names:
-        raise GlagError(f"--losses {text!r}: unknown loss(es) {bad}; choose from {sorted(LOSSES)}, comma-separated")
+        raise GlagError(f"--losses {text!r}: unknown loss(es) {bad}; choose from {list(LOSS_NAMES)}, comma-separated")
     return names
 
 
@@ -43,7 +43,7 @@ def parse_seeds(text: str) -> list:
 @click.command(context_settings={"max_content_width": 110})
 @version_option
 @click.option("--losses", default="graloss", show_default=True,
-              help=f"Stage-one losses, comma-separated (from {', '.join(sorted(LOSSES))}).")
+              help=f"Stage-one losses, comma-separated (from {', '.join(LOSS_NAMES)}).")
 @click.option("--seeds", default="0", show_default=True, help="Seeds, comma-separated; one run per loss and seed.")
 @click.option("--max-group", type=click.IntRange(min=1), default=None, show_default="all runs",
               help="At most this many runs train at once; more are trained group after group.")
@@ -54,9 +54,10 @@ def parse_seeds(text: str) -> list:
 @friendly_errors
 def main(losses, seeds, max_group, runs_root, **options):
     """Train stage one for every loss x seed at once on one device and write one bank per run."""
+    losses, seeds = parse_losses(losses), parse_seeds(seeds)     # refused before torch is imported
     from glag.extract.group_run import run_group
     keep_freed_memory()
-    banks = run_group(options, parse_losses(losses), parse_seeds(seeds), runs_root, max_group)
+    banks = run_group(options, losses, seeds, runs_root, max_group)
     if banks is not None:
         click.echo(f"{len(banks)} banks written", err=True)
 

@@ -23,8 +23,8 @@ from glag.extract.distributed import close_context, init_context
 from glag.extract.dump import check_space, dump_bank
 from glag.extract.group_trainer import GroupOutOfMemory, GroupTrainer, Run, check_groupable
 from glag.extract.loaders import seeded
-from glag.extract.pipeline import (build_model, default_out, load_images, make_loss, open_run_board, read_dataset,
-                                   resolve_config)
+from glag.extract.pipeline import (build_model, data_identity, default_out, load_images, make_loss, open_run_board,
+                                   read_dataset, resolve_config)
 from glag.extract.trainer import build_optimizer, cosine_with_warmup, local_batch, steps_per_epoch
 
 
@@ -88,7 +88,8 @@ def _setup(options: dict, pairs: list, runs_root, ctx, log) -> tuple:
     states = [_checkpoint(o) for o in per_run]
     dump_only = options["dump_only"]
     raw = read_dataset(options, states[0]["config"] if dump_only else None)
-    cfgs = [resolve_config(o, raw, base=s["config"] if dump_only else None) for o, s in zip(per_run, states)]
+    data_id = data_identity(options, raw)                       # hashed once for every run of the group
+    cfgs = [resolve_config(o, raw, s["config"] if dump_only else None, data_id) for o, s in zip(per_run, states)]
     check_groupable(cfgs)
     first = cfgs[0]
     data = make_long_tail(raw, first["profile"], first["im"], first["val_per_class"], seed=first["data_seed"])

@@ -15,8 +15,7 @@ import torch
 
 from glag.data.datasets.base import ImageSet
 from glag.data.errors import GlagError
-
-SAMPLERS = ("instance", "class")
+from glag.extract.names import SAMPLERS  # the option choices, defined without torch
 
 
 def seeded(*words: int, device="cpu") -> torch.Generator:

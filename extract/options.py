@@ -1,8 +1,8 @@
 """The click options of `glag-extract`, built from the registries.
 
 Options whose default shows as "(recipe)" take the dataset recipe's value
-(extract/recipes.py) when not given; each loss's own options are generated
-from its signature (glag.extract.losses.loss_options) and carry its name as prefix.
+(extract/recipes.py) when not given; each loss's own options come from
+glag.extract.names.LOSS_OPTIONS (the loss classes' signatures) and carry its name as prefix.
 """
 import click
 
@@ -11,13 +11,9 @@ from glag.data.longtail import PROFILES
 from glag.cli.options import Ratio
 from glag.cli.tensorboard import option as tensorboard_option
 from glag.data.splits import RULES
-from glag.extract.augment import AUTOAUGMENT
-from glag.extract.backbones import BACKBONES, BackboneName
-from glag.extract.distributed import AMP, DEVICES
-from glag.extract.gpu_decode import DECODE
-from glag.extract.loaders import SAMPLERS
-from glag.extract.losses import LOSSES, loss_options
-from glag.extract.trainer import COMPILE_MODES
+# the names only, never torch: --help, --version and option errors answer at once (tests/test_startup.py)
+from glag.extract.names import (AMP, AUTOAUGMENT, BACKBONES, COMPILE_MODES, DECODE, DEVICES, LOSS_NAMES,
+                                LOSS_OPTIONS, SAMPLERS, BackboneName)
 
 RECIPE = "recipe"
 
@@ -31,8 +27,10 @@ def _decode_needs_cuda(ctx, param, value):
     """--decode gpu where no CUDA device is visible: refused before anything runs (with a CUDA device but
     --device cpu, glag.extract.gpu_decode.decode_mode refuses it). Only visibility is checked here: probing
     the decoder would start CUDA on GPU 0 in every torchrun process."""
+    if value != "gpu":
+        return value
     import torch
-    if value == "gpu" and not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise click.BadParameter("gpu needs a CUDA device and none is visible; use auto or cpu", ctx, param)
     return value
 
@@ -40,13 +38,12 @@ def _decode_needs_cuda(ctx, param, value):
 def loss_option_list() -> list:
     """--<loss>-<option> for every registered loss, e.g. --graloss-c; None = recipe or loss default."""
     out = []
-    for name in sorted(LOSSES):
-        helps = getattr(LOSSES[name], "OPTION_HELP", {})
-        for key, default in loss_options(name).items():
+    for name in LOSS_NAMES:
+        for key, (default, text) in LOSS_OPTIONS[name].items():
             flag = f"--{name}-{key}".replace("_", "-")
             kind = type(default) if isinstance(default, (int, float, str)) else str
             out.append(_opt(flag, f"{name}_{key}", type=kind, default=None, show_default=str(default),
-                            help=f"[{name}] " + helps.get(key, f"{key} of the {name} loss.")))
+                            help=f"[{name}] " + (text or f"{key} of the {name} loss.")))
     return out
 
 
@@ -60,15 +57,20 @@ OPTIONS = [
          help="Side images are resized to, for readers that decode files (folder, imagenet-lt, inat2018)."),
     _opt("--channels", type=click.Choice(["1", "3"]), default=None, show_default="the reader's",
          help="Gray (1) or RGB (3), for the folder reader."),
-    _opt("--im", type=Ratio(), default=None, help="Imbalance ratio n_max / n_min of the long-tailed split."),
-    _opt("--profile", type=click.Choice(PROFILES), default=None, help="Long-tail profile."),
-    _opt("--val-per-class", type=int, default=None, help="Balanced val images per class (from train leftovers)."),
+    _opt("--im", type=Ratio(), default=None,
+         help="Imbalance ratio n_max / n_min of the long-tailed split; a folder dataset keeps every image unless "
+              "given."),
+    _opt("--profile", type=click.Choice(PROFILES), default=None,
+         help="Long-tail profile; listed = every train image as it is (ImageNet-LT, iNat, a folder by default)."),
+    _opt("--val-per-class", type=int, default=None,
+         help="Val images per class taken out of train (the long tail's leftovers; when every image is kept, at "
+              "most a fifth of a class) where the dataset has no val split."),
     _opt("--data-seed", type=int, default=0, help="Seed of the long-tailed subsampling and val split."),
     _opt("--backbone", type=BackboneName(), default=None,
-         help=f"Feature extractor: {', '.join(sorted(BACKBONES))} or torchvision:<model> (no weights downloaded)."),
+         help=f"Feature extractor: {', '.join(BACKBONES)} or torchvision:<model> (no weights downloaded)."),
     _opt("--pretrained", type=click.Path(), default=None, show_default="none",
          help="Local backbone checkpoint (state dict) to start from."),
-    _opt("--loss", type=click.Choice(sorted(LOSSES)), default=None, show_default="graloss",
+    _opt("--loss", type=click.Choice(LOSS_NAMES), default=None, show_default="graloss",
          help="Stage-one loss."),
     *loss_option_list(),
     _opt("--epochs", type=int, default=None, help="Training epochs."),
@@ -94,7 +96,7 @@ OPTIONS = [
     _opt("--compile-mode", type=click.Choice(COMPILE_MODES), default="default",
          help="torch.compile mode with --compile; reduce-overhead captures CUDA graphs (GPU only)."),
     _opt("--out", type=click.Path(dir_okay=False), default=None,
-         show_default="runs/<dataset>-im<IM>/<loss>/seed<seed>/bank.h5",
+         show_default="runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5; a folder: runs/folder-<name>-<hash>-listed/...",
          help="Bank to write; the checkpoint goes beside it (<name>.ckpt.pt)."),
     _opt("--current/--no-current", default=None, show_default="when the bank is under runs/",
          help="Make the bank written the current one (runs/current.json), which the next tools use by default."),
@@ -103,7 +105,8 @@ OPTIONS = [
     _opt("--groups", type=click.Choice(RULES), default=None, help="Many/medium/few rule of the metrics."),
     _opt("--threads", type=int, default=None, help="CPU threads for torch; 0 = torch's default."),
     tensorboard_option(),
-    _opt("--workers", type=int, default=4, help="Processes decoding image files."),
+    _opt("--workers", type=click.IntRange(min=0), default=None, show_default="the CPUs this process may use, at most 4",
+         help="Processes decoding image files (0 = in this process)."),
     _opt("--preload-mb", type=float, default=4096.0, help="Decode file datasets into memory up to this size."),
     _opt("--decode", type=click.Choice(DECODE), default="auto", callback=_decode_needs_cuda,
          help="Where image files (imagenet-lt, inat2018, folder) are decoded: gpu = the workers read the bytes, "

@@ -4,6 +4,7 @@
 values, None meaning "the dataset recipe's value" (extract/recipes.py).
 """
 import inspect
+import os
 import time
 from pathlib import Path
 
@@ -12,18 +13,18 @@ import torch
 
 from glag.cli.tensorboard import open_board
 from glag.cli.util import echo_progress
-from glag.data.datasets import DATASETS, load_dataset
+from glag.data.datasets import DATASETS, data_root, identity, load_dataset
 from glag.data.errors import GlagError
-from glag.data.layout import RUNS_ROOT, bank_path, set_current
-from glag.data.longtail import make_long_tail
+from glag.data.layout import RUNS_ROOT, bank_config, bank_path, set_current
+from glag.data.longtail import describe, make_long_tail
 from glag.extract.backbones import Classifier, build_backbone, load_pretrained
-from glag.extract.checkpoint import check_compatible, checkpoint_path, load_checkpoint, restore
+from glag.extract.checkpoint import check_compatible, check_same_data, checkpoint_path, load_checkpoint, restore
 from glag.extract.distributed import close_context, init_context
 from glag.extract.dump import check_space, dump_bank
 from glag.extract.gpu_decode import decode_mode
 from glag.extract.loaders import Images
 from glag.extract.losses import LOSSES, build_loss, loss_options
-from glag.extract.recipes import BASE, RECIPES, recipe_for, resolve
+from glag.extract.recipes import BASE, RECIPES, long_tail_profile, recipe_for, resolve
 from glag.extract.trainer import Trainer
 
 RESIZE_MARGIN = 8 / 7  # "resize" recipes decode at 8/7 of the crop (256 for 224) and crop inside
@@ -34,9 +35,10 @@ def default_out(options: dict) -> Path:
     """runs/<dataset>-im<IM>/<loss>/seed<s>/bank.h5 (glag.data.layout), IM and loss from the options or the
     dataset's recipe: known before the dataset is read, because the checkpoint to resume sits beside it."""
     recipe = RECIPES.get(options["dataset"], BASE)
-    listed = (options.get("profile") or recipe["profile"]) == "listed"
+    listed = long_tail_profile(options) == "listed"
     im = None if listed else float(options.get("im") or recipe["im"])
-    return bank_path(RUNS_ROOT, options["dataset"], im, options.get("loss") or "graloss", int(options.get("seed") or 0))
+    return bank_path(RUNS_ROOT, options["dataset"], im, options.get("loss") or "graloss", int(options.get("seed") or 0),
+                     options.get("data_root"))
 
 
 def read_dataset(options: dict, base: dict | None = None):
@@ -56,8 +58,26 @@ def read_dataset(options: dict, base: dict | None = None):
     return load_dataset(options["dataset"], options["data_root"], **given)
 
 
-def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
-    """The run's full config: options, then `base` (a checkpoint's), then recipe and loss defaults.
+def default_workers(cap: int = 4) -> int:
+    """--workers when not given: the CPUs this process may run on, at most `cap` (more decoding processes than
+    cores only compete, and torch's DataLoader warns about them)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:                       # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cap, cpus))
+
+
+def data_identity(options: dict, raw) -> dict:
+    """What the data is (glag.data.datasets.identity): the data root read and a fingerprint of its files,
+    recorded in the config so that a checkpoint of other data is never resumed."""
+    root = data_root(options.get("data_root"))
+    return {"data_source": identity.source(raw.name, root), "data_fingerprint": identity.fingerprint(raw, root)}
+
+
+def resolve_config(options: dict, raw, base: dict | None = None, data: dict | None = None) -> dict:
+    """The run's full config: options, then `base` (a checkpoint's), then recipe and loss defaults, then
+    the data's identity (`data`, or computed: data_identity).
 
     Only the chosen loss's options stay (prefixed, e.g. graloss_c).
     """
@@ -67,10 +87,15 @@ def resolve_config(options: dict, raw, base: dict | None = None) -> dict:
     foreign = {f"{n}_{k}" for n in LOSSES for k in loss_options(n)} - set(own)
     kept = {k: v for k, v in options.items() if k not in foreign}
     cfg = resolve(kept, dict(own, **recipe), base)
+    if not options.get("profile") and not (base or {}).get("profile"):
+        cfg["profile"] = long_tail_profile(options)
     cfg.update(loss=name, out=str(options["out"] or default_out(options)),
                image_size=raw.image_size, channels=raw.channels, num_classes=len(raw.class_names))
     cfg.update({k: list(recipe[k]) if isinstance(recipe[k], tuple) else recipe[k] for k in ("crop", "mean", "std")})
     cfg["decode_size"] = round(raw.image_size * RESIZE_MARGIN) if cfg["crop"] == "resize" else raw.image_size
+    cfg.update(data or data_identity(options, raw))
+    if cfg.get("workers") is None:
+        cfg["workers"] = default_workers()
     bad = [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("epochs", "batch_size", "dump_batch_size")
            if cfg[k] < 1] + [f"--{k.replace('_', '-')} {cfg[k]}" for k in ("lr", "warmup_epochs") if cfg[k] < 0]
     if bad:
@@ -156,6 +181,9 @@ def _run(options: dict, ctx, log):
         torch.set_num_threads(cfg["threads"])
     if state is not None:
         check_compatible(ckpt, state["config"], cfg, options["dump_only"])
+    elif options["resume"] and out.is_file():      # a bank without its checkpoint: never trained over silently
+        check_same_data(out, bank_config(out), cfg, "bank was made from")
+    log(describe(data), err=True)
     model = build_model(cfg, ctx, fresh=state is None, log=log)
     loss = make_loss(cfg, data.train_counts, ctx.device)
     splits = load_images(data, cfg, ctx)

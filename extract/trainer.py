@@ -24,6 +24,7 @@ from glag.extract.augment import BatchTransform, mixup, mixup_loss
 from glag.extract.checkpoint import save_checkpoint
 from glag.extract.distributed import all_reduce_sum, barrier, wrap_model
 from glag.extract.loaders import epoch_order, seeded, shard, split_batches
+from glag.extract.names import COMPILE_MODES  # the option choices, defined without torch
 
 PROGRESS_EVERY_S = 30.0  # a line within long epochs, so ImageNet-sized runs show life
 
@@ -58,9 +59,6 @@ def check_compiler(ctx):
     if not any(shutil.which(n) for n in names):
         raise GlagError(f"--compile on the CPU needs a C++ compiler ({' or '.join(names)}) on PATH; "
                         "install one (Debian: apt install g++) or drop --compile")
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 def compile_model(net, cfg: dict, ctx):

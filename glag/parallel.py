@@ -5,7 +5,7 @@
     dask       the workers of a Dask distributed cluster: --scheduler ADDRESS, or a local cluster
 
 Runs talk only through files, so every worker must see the same paths (a shared file system).
-Dask is an optional extra (`pip install "glag[dask]"`), imported only when asked for.
+Dask is an optional extra (glag.extras: `pip install 'dask[distributed]>=2023'`), imported only when asked for.
 
 A loky worker dies with the process that started it: killed with kill -9, a sweep cannot stop its
 workers, which would go on writing run folders; each worker watches its parent (`die_with_parent`,
@@ -21,9 +21,10 @@ import time
 import click
 
 from glag.data.errors import GlagError
+from glag.extras import install_hint
 
 BACKENDS = ("loky", "threading", "dask")
-DASK_INSTALL = 'pip install "glag[dask]"  (or: pip install "dask[distributed]")'
+DASK_INSTALL = install_hint("dask")
 
 
 def backend_options(default: str):

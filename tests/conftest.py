@@ -9,7 +9,8 @@ from glag.data.bank import BankWriter
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def write_tiny_bank(path, C=6, D=8, counts=None, n_eval=10, seed=0, loss="ce", config=None, dataset="tiny"):
+def write_tiny_bank(path, C=6, D=8, counts=None, n_eval=10, seed=0, loss="ce", config=None, dataset="tiny",
+                    metrics=None):
     """A bank of random non-negative features: long-tailed train, balanced val/test.
 
     Class k's features are centred on a distinct mean, so heads can learn something.
@@ -31,7 +32,7 @@ def write_tiny_bank(path, C=6, D=8, counts=None, n_eval=10, seed=0, loss="ce", c
             f, y = rows(per_class)
             w.add_rows(split, f, y, f @ W.T + b, np.arange(len(y)))
         w.set_head(W, b)
-        w.set_metrics({"test": {"overall": 0.5}})
+        w.set_metrics(metrics or {"test": {"overall": 0.5}})
     return Path(path)
 
 

@@ -191,15 +191,20 @@ def test_ad_without_val_split_is_refused(tmp_path):
     assert "nope.h5" in res.output
 
 
-def test_ad_without_val_split_is_refused_with_a_store(tmp_path):
+def bank_without_val(path):
+    """A 6-class bank with train and test rows only (random features)."""
     rng = np.random.default_rng(0)
-    path = tmp_path / "bank.h5"
     with BankWriter(path, dataset="t", backbone="none", loss="ce", class_names=[f"c{k}" for k in range(6)],
                     train_counts=[60, 40, 20, 10, 5, 2], feature_dim=8, config={}) as w:
         y = np.repeat(np.arange(6), [60, 40, 20, 10, 5, 2])
         for split in ("train", "test"):
             w.add_rows(split, rng.random((len(y), 8)), y, rng.random((len(y), 6)), np.arange(len(y)))
         w.set_head(rng.random((6, 8)), np.zeros(6))
+    return path
+
+
+def test_ad_without_val_split_is_refused_with_a_store(tmp_path):
+    path = bank_without_val(tmp_path / "bank.h5")
     with Bank(path) as bank:
         store = write_tiny_store(tmp_path / "s.h5", bank)
     res = invoke("run", "--bank", path, "--store", store, "--epochs", 1)

@@ -1,5 +1,6 @@
 """GLAG as a package: one `glag` namespace, versions, and a wheel that works from a folder with its own `data/`."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_the_wheel_installs_and_runs_beside_a_users_own_data_package(tmp_path):
     env = dict(os.environ, GLAG_BUILD_COMMIT=provenance.git_commit())
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
                     str(src)], check=True, capture_output=True, env=env)
-    wheel = next(wheels.glob("glag-*.whl"))
+    wheel = next(wheels.glob("glag_lt-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
     names = {p.name for p in target.iterdir()}
@@ -77,3 +78,19 @@ def test_the_wheel_installs_and_runs_beside_a_users_own_data_package(tmp_path):
     help_text = run(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "-m", "glag.extract.cli",
                     "--help")
     assert "--dataset" in help_text
+
+
+def test_the_distribution_name_and_extras_are_glag_lt_and_every_hint_installs_them():
+    """`glag` on the package index is another project: the distribution is glag-lt, and no message or doc
+    tells users to install `glag[...]` (which would install, or with -U replace this with, that project)."""
+    from glag.extras import DISTRIBUTION, EXTRAS, install_hint
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION == "glag-lt"
+    extras = project["optional-dependencies"]
+    assert {k: extras[k] for k in EXTRAS} == {k: [v] for k, v in EXTRAS.items()}
+    assert install_hint("tensorboard") == "pip install 'tensorboard>=2.10' (the glag-lt[tensorboard] extra)"
+    files = subprocess.run(["git", "ls-files", "*.py", "*.md", "Makefile", "*.toml", "*.sh"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    wrong = [f for f in files if re.search(r"(?<![-\w])glag\[[a-z,]+\]|pip install [\"']?glag\b(?!-lt)", (ROOT / f).read_text())
+             and f != "tests/test_packaging.py"]
+    assert not wrong, wrong

@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from glag.classify.cli import main as classify
+from glag.cli.tensorboard import INSTALL
 from glag.extract.cli import main as extract
 from glag.extract.group_cli import main as extract_group
 from glag.generate.cli import main as generate
 from tests.test_classify_cli import make_bank_and_store
 
 STAGE_ONE = ["--dataset", "digits", "--threads", "1", "--workers", "0"]
-INSTALL = "pip install 'glag[tensorboard]'"
 
 
 def invoke(main, *args):
@@ -152,5 +152,5 @@ def test_missing_package_from_python_is_a_glag_error(monkeypatch):
     from glag.cli.tensorboard import open_board
     from glag.data.errors import GlagError
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with pytest.raises(GlagError, match=r"--tensorboard: .*pip install 'glag\[tensorboard\]'"):
+    with pytest.raises(GlagError, match=r"--tensorboard: .*pip install 'tensorboard>=2\.10' \(the glag-lt\[tensorboard\]"):
         open_board("tb", "run")

@@ -4,10 +4,10 @@ Besides the registered names, `torchvision:<name>` builds any classification mod
 torchvision.models without its head (torchvision_models.py); it is resolved when built, so
 BACKBONES lists only GLAG's own backbones.
 """
-import click
 from torch import nn
 
 from glag.data.registry import registrar
+from glag.extract.names import BackboneName  # noqa: F401  (the --backbone type, defined without torch)
 
 from .torchvision_models import PREFIX, build_torchvision, check_name
 
@@ -49,19 +49,3 @@ def build_backbone(name: str, in_channels: int, image_size: int) -> nn.Module:
         else BACKBONES[name](in_channels, image_size)
     model.feature_dim = int(model.feature_dim)
     return model
-
-
-class BackboneName(click.Choice):
-    """click type of --backbone: a registered name, or `torchvision:<model>` checked against torchvision."""
-
-    def __init__(self):
-        super().__init__(sorted(BACKBONES) + [f"{PREFIX}<model>"])
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and value.startswith(PREFIX):
-            try:
-                check_name(value)
-            except Exception as e:   # GlagError -> click's one-line usage error
-                self.fail(str(e), param, ctx)
-            return value
-        return super().convert(value, param, ctx)

@@ -3,6 +3,8 @@ import torch
 from torch import Tensor
 
 from .base import LossBase
+from glag.extract.names import option_help
+
 from .registry import register_loss
 
 
@@ -14,7 +16,7 @@ class FocalLoss(LossBase):
         class_counts: (C,) N_k (unused by the formula; kept for the common interface).
         gamma: focusing parameter (>= 0); 0 is plain CE.
     """
-    OPTION_HELP = {"gamma": "Focusing parameter gamma (>= 0); 0 = cross-entropy."}
+    OPTION_HELP = option_help("focal")
 
     def __init__(self, class_counts, gamma: float = 1.0):
         super().__init__(class_counts)

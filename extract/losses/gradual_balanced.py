@@ -2,9 +2,11 @@
 import torch.nn.functional as F
 from torch import Tensor
 
+from glag.extract.names import option_help
+
 from .base import LossBase
 from .registry import register_loss
-from .schedule import ALPHA_FORMS, alpha_t
+from .schedule import alpha_t
 
 
 @register_loss("graloss")
@@ -21,9 +23,7 @@ class GradualBalancedLoss(LossBase):
         s: scale of Eq. 3 (paper: 1, or 0.5 on iNaturalist).
         total_epochs: training epochs T_max, from the trainer's config.
     """
-    OPTION_HELP = {"form": f"Shape of the alpha schedule, one of {list(ALPHA_FORMS)} (Eq. 3).",
-                   "c": "Curvature c of the alpha schedule (> 1); alpha ends at s*(c-1) (Eq. 3).",
-                   "s": "Scale s of the alpha schedule (Eq. 3); the paper uses 0.5 on iNaturalist."}
+    OPTION_HELP = option_help("graloss")
 
     def __init__(self, class_counts, form: str = "convex", c: float = 2.0, s: float = 1.0,
                  total_epochs: int = 200):

@@ -9,10 +9,10 @@ import math
 import torch
 from torch import Tensor
 
+from glag.extract.names import LAS_SHAPES as SHAPES, option_help
+
 from .base import LossBase
 from .registry import register_loss
-
-SHAPES = ("concave", "linear", "convex", "exp")
 
 
 def smoothing_factors(counts, head: float, tail: float, shape: str, power: float = 3.0) -> torch.Tensor:
@@ -48,9 +48,7 @@ class LabelAwareSmoothing(LossBase):
         shape: how eps grows with the count (MiSLAS: concave).
         power: exponent of the "exp" shape.
     """
-    OPTION_HELP = {"smooth_head": "Smoothing of the largest class.", "smooth_tail": "Smoothing of the rarest class.",
-                   "shape": f"Growth of the smoothing with the class count: one of {list(SHAPES)}.",
-                   "power": "Exponent of the exp shape."}
+    OPTION_HELP = option_help("las")
 
     def __init__(self, class_counts, smooth_head: float = 0.4, smooth_tail: float = 0.1, shape: str = "concave",
                  power: float = 3.0):

@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from glag.extract.names import option_help
+
 from .base import LossBase
 from .registry import register_loss
 
@@ -28,10 +30,7 @@ class LDAMLoss(LossBase):
         beta: effective-number hyper-parameter of the DRW weights, in [0, 1).
         total_epochs: training epochs, from the trainer's config.
     """
-    OPTION_HELP = {"max_m": "Largest LDAM margin, given to the rarest class.",
-                   "s": "Logit scale of LDAM (Cao et al.'s 30 assumes cosine logits; ours are linear).",
-                   "drw_epoch": "First 0-based epoch of deferred re-weighting; -1 = 4/5 of --epochs.",
-                   "beta": "Effective-number beta of the deferred re-weighting class weights."}
+    OPTION_HELP = option_help("ldam")
 
     def __init__(self, class_counts, max_m: float = 0.5, s: float = 1.0, drw_epoch: int = -1,
                  beta: float = 0.9999, total_epochs: int = 200):

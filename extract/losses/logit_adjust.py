@@ -2,6 +2,8 @@
 import torch.nn.functional as F
 from torch import Tensor
 
+from glag.extract.names import option_help
+
 from .base import LossBase
 from .registry import register_loss
 
@@ -16,7 +18,7 @@ class LogitAdjustedLoss(LossBase):
             0.5 is the paper's best stage-one tau for decoupled training (Table 1); at 1 this
             loss would be `balanced_softmax` under another name.
     """
-    OPTION_HELP = {"tau": "Logit-adjustment strength tau (Eq. 2); 0 = CE, 1 = balanced softmax."}
+    OPTION_HELP = option_help("logit_adjust")
 
     def __init__(self, class_counts, tau: float = 0.5):
         super().__init__(class_counts)

@@ -20,8 +20,9 @@ from pathlib import Path
 import click
 
 from glag.data.errors import GlagError
+from glag.extras import install_hint
 
-INSTALL = "pip install 'glag[tensorboard]'"
+INSTALL = install_hint("tensorboard")
 HELP = ("Also write TensorBoard events under this folder, one sub-folder per run "
         f"(needs the tensorboard extra: {INSTALL}).")
 

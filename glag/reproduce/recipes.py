@@ -11,7 +11,7 @@ docs/reproduce.md lists the resolved values.
 from dataclasses import dataclass, field
 
 from glag.data.errors import GlagError
-from glag.extract.losses import LOSSES
+from glag.extract.names import LOSS_NAMES
 
 # Table 6/7 of the paper: the stage-one losses compared, and the stage-two rows run from each bank.
 ALL_LOSSES = ("ce", "graloss", "logit_adjust", "balanced_softmax", "ldam")
@@ -111,9 +111,9 @@ def register_recipe(name: str, **fields) -> Recipe:
 
 def check_names(losses, methods, where: str) -> None:
     """Raise GlagError naming unknown losses or methods and the valid ones."""
-    bad = [x for x in losses if x not in LOSSES]
+    bad = [x for x in losses if x not in LOSS_NAMES]
     if bad:
-        raise GlagError(f"{where}: unknown stage-one loss(es) {bad}; choose from {sorted(LOSSES)}")
+        raise GlagError(f"{where}: unknown stage-one loss(es) {bad}; choose from {list(LOSS_NAMES)}")
     bad = [x for x in methods if x not in METHODS]
     if bad:
         raise GlagError(f"{where}: unknown stage-two method(s) {bad}; choose from {sorted(METHODS)}")

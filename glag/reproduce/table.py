@@ -16,6 +16,7 @@ import numpy as np
 from glag.data.atomic import atomic_file
 from glag.data.bank import Bank
 from glag.data.provenance import code_version, now
+from glag.extras import install_hint
 
 from .plan import to_argv
 from glag.classify.table import COLUMNS, load_metrics
@@ -133,7 +134,7 @@ def plot(rows: dict, path: Path, title: str, split: str = "test") -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        click.echo("plot skipped: matplotlib is not installed (pip install 'glag[plots]')", err=True)
+        click.echo(f"plot skipped: matplotlib is not installed ({install_hint('plots')})", err=True)
         return False
     losses = list(dict.fromkeys(loss for loss, _ in rows))
     methods = list(dict.fromkeys(method for _, method in rows))
