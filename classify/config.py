@@ -13,10 +13,10 @@ from glag.data.errors import GlagError
 from glag.data.provenance import config_json
 from glag.data.splits import RULES
 
-from .plan import epoch_size
-from .rows import views_to_use
 
 AUTO = "auto"
+# The registered heads (classify/heads/), as plain names for --help without torch; tests check they match HEADS.
+HEAD_NAMES = ("linear", "lws", "ncm", "posthoc_la", "tau_norm")
 
 # name: (default, help). Kinds: bool -> on/off flag, "auto" defaults -> float or "auto".
 OPTIONS = {
@@ -49,6 +49,8 @@ OPTIONS = {
     "weight_decay": (5e-4, "SGD weight decay."),
     "seed": (0, "Seed for head initialisation, sampling and gamma noise."),
     "device": (AUTO, "cpu, cuda, cuda:N, or auto (cuda when available): where rows, generator and heads live."),
+    "draw_chunk": (AUTO, "Batches whose synthetic rows are drawn at once (one GEMM per class per chunk; the chunk is "
+                         "part of what fixes the rows); auto: 32 on a CPU, 256 on a GPU (fewer kernel launches)."),
     "amp": ("auto", "bf16: the heads' matrix products in bfloat16 autocast, none: float32, auto: bf16 for large "
                     "heads (D x C >= 2^20) where the device computes it natively (CUDA, CPUs with AMX), else none "
                     "(docs/stage-two.md has what it changes)."),
@@ -94,7 +96,7 @@ CHOICES = {"space": ("raw", "tukey"), "amp": (AUTO, "none", "bf16"), "sampler": 
            "ad_rule": ("paired", "sign"), "ad_criterion": ("accuracy", "soft_error", "ce"), "linear_init": ("scratch", "stage1"),
            "ncm_metric": ("cosine", "euclidean"), "kd_form": (AUTO, "convex", "linear", "concave")}
 AUTO_FLOATS = ("tukey_lambda", "beta_init", "gamma", "kd_c", "kd_s")
-AUTO_INTS = ("views",)
+AUTO_INTS = ("views", "draw_chunk")
 
 # What each --method fills in for the options the user did not give.
 _POSTHOC = {"synthetic": False, "ad": False, "kd": False, "epochs": 0}
@@ -110,6 +112,7 @@ PRESETS = {
     "mislas": {"head": "linear", "linear_init": "stage1", "loss": "las", "synthetic": False, "sampler": "class",
                "ad": False, "kd": False},
 }
+DRAW_CHUNK = {"cpu": 32, "cuda": 256}      # --draw-chunk auto, in batches
 # Keys that name where things go, not what is computed: left out of the run's hash.
 _NOT_HASHED = ("run", "out", "overwrite", "plots", "deploy", "tsne_classes", "device", "threads", "runs_root",
                "dataset", "bank", "tensorboard")
@@ -134,6 +137,8 @@ def _auto(value, fallback):
 def resolve_auto(cfg: dict, bank, store) -> dict:
     """Replace "auto" values by what the bank, the store and the machine say."""
     import torch
+
+    from .rows import views_to_use
     meta = dict(store.attrs, **getattr(store, "mixing", {})) if store is not None else {}
     up = bank.config
     out = dict(cfg, store=str(store.path) if store is not None else "")
@@ -154,6 +159,8 @@ def resolve_auto(cfg: dict, bank, store) -> dict:
         out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     large = bank.feature_dim * bank.num_classes >= 2 ** 20       # small heads: bf16 costs more than it saves
     out["amp"] = (native_bf16(out["device"]) if large else "none") if cfg["amp"] == AUTO else cfg["amp"]
+    if cfg["draw_chunk"] == AUTO:
+        out["draw_chunk"] = DRAW_CHUNK["cuda" if torch.device(out["device"]).type == "cuda" else "cpu"]
     out["bank"], out["bank_fingerprint"] = str(bank.path), bank.fingerprint
     return out
 
@@ -176,6 +183,7 @@ def check(cfg: dict, bank) -> None:
     """Refuse combinations that cannot run, or cannot mean what config.json would record, naming the option;
     say so (one note) when the bank has no val split and the run needs none."""
     from .heads import HEADS, own_options
+    from .plan import epoch_size
     _check_posthoc(cfg, HEADS[cfg["head"]])
     if cfg["ad"] and not cfg["synthetic"]:
         raise GlagError("--ad adapts the beta of synthetic rows; it needs synthetic rows (drop --no-synthetic, "
@@ -189,6 +197,8 @@ def check(cfg: dict, bank) -> None:
     if not cfg["beta_min"] <= cfg["beta_max"]:
         raise GlagError(f"--beta-min {cfg['beta_min']} > --beta-max {cfg['beta_max']}")
     epoch_size(cfg["epoch_size"], 1, 1)                  # auto, real, pool or a number >= 1, named if not
+    if cfg["draw_chunk"] != AUTO and int(cfg["draw_chunk"]) < 1:
+        raise GlagError(f"--draw-chunk {cfg['draw_chunk']}: give a number of batches >= 1, or auto")
     for key in ("epochs", "batch_size"):
         if cfg[key] < (1 if key == "batch_size" else 0):
             raise GlagError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")

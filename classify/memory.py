@@ -14,7 +14,6 @@ import torch
 from glag.data.atomic import available_memory
 from glag.data.errors import GlagError
 
-from .plan import CHUNK_BATCHES
 from .rows import EVAL_ROWS
 
 BASE = 0.6 * 2 ** 30          # an imported torch and the interpreter
@@ -46,8 +45,10 @@ def estimate(cfg: dict, bank, store, head) -> dict:
         if store is not None:
             stored, size = store.generator_bytes(), np.dtype(store.attrs.get("dtype", "float32")).itemsize
             parts["generator"] = stored * (1 if size == 4 else 3)          # float16 stores: + a float32 copy
+            if torch.device(cfg["device"]).type == "cuda":
+                parts["generator"] = stored * 4 // size                      # on the device, in float32
             k = int(store.attrs.get("k", 3))
-            parts["synthetic chunk"] = CHUNK_BATCHES * B * D * 4 * (4 + k + (cfg["gamma"] > 0))
+            parts["synthetic chunk"] = int(cfg["draw_chunk"]) * B * D * 4 * (4 + k + (cfg["gamma"] > 0))
     parts["scoring"] = EVAL_ROWS * (D + 2 * C) * 4
     if head.trainable and store is not None and cfg["ad"] and cfg["ad_criterion"] != "accuracy" and "val" in bank.splits:
         parts["val logits (AD criterion)"] = 6 * bank.rows("val") * C * 8

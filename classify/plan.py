@@ -22,7 +22,6 @@ from torch import Tensor
 
 from glag.data.errors import GlagError
 
-CHUNK_BATCHES = 32          # synthetic rows are drawn for this many batches at a time
 AUTO_BATCHES = 128          # --epoch-size auto: an epoch of the pool is cut to max(len(train), this many batches)
 
 
@@ -132,9 +131,9 @@ class Batch:
     drawn: object = None
 
 
-def batches(plan: EpochPlan, synth, batch_size: int, epoch: int, device):
-    """Yield the epoch's Batches; synthetic rows are drawn a chunk of CHUNK_BATCHES batches at a time."""
-    chunk = CHUNK_BATCHES * batch_size
+def batches(plan: EpochPlan, synth, batch_size: int, epoch: int, device, chunk_batches: int = 32):
+    """Yield the epoch's Batches; synthetic rows are drawn `chunk_batches` batches at a time (--draw-chunk)."""
+    chunk = chunk_batches * batch_size
     for c, start in enumerate(range(0, len(plan), chunk)):
         seg = slice(start, min(start + chunk, len(plan)))
         is_synth = (plan.real[seg] < 0).numpy()

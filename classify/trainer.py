@@ -146,7 +146,7 @@ def _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1, tick)
     sums, done = torch.zeros(3, device=device), 0
     for lane in lanes:
         lane.head.train()
-    for batch in batches(plan, synth, cfg["batch_size"], epoch, device):
+    for batch in batches(plan, synth, cfg["batch_size"], epoch, device, cfg.get("draw_chunk", 32)):
         raw = real.raw(batch.real_rows, batch.real_views)                               # (n_real, D)
         xs, raws = _lane_rows(batch, raw, synth, betas, real)
         teacher = _teacher(objective, batch, raws, stage1) if objective.needs_teacher else None

@@ -11,7 +11,7 @@ Shared by generate (its statistical tests) and classify (every epoch).
 """
 import torch
 
-GAMMA_MODES = ("isotropic", "all-ones")
+from glag.data.names import GAMMA_MODES
 
 
 def gamma_noise(n: int, D: int, gamma_mode: str = "isotropic", generator=None):

@@ -27,6 +27,7 @@ glag-store/1 (every generation epoch's rows) is refused with the command that re
 Every dataset carries Fletcher-32 checksums and is hashed into the fingerprint by its name.
 """
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -36,7 +37,6 @@ from glag.data.errors import GlagError, open_error, read_error
 from glag.data.h5writer import CHECKSUM, AtomicH5Writer, check_attrs, checked, fingerprint
 from glag.data.validate import check_finite
 from glag.data.provenance import code_version, config_json, now
-from glag.data.synthesis import GeneratorArrays
 
 SCHEMA = "glag-store/2"
 OLD_SCHEMAS = ("glag-store/1",)
@@ -44,6 +44,49 @@ DTYPES = {"float32": np.float32, "float16": np.float16}
 SUPPORT_FIELDS = ("source", "classes", "weights")
 SAMPLE_FIELDS = ("a", "d", "label", "source")
 REGENERATE = "rerun `glag-generate --force`"
+@dataclass
+class GeneratorArrays:
+    """What a fitted generator is (the synthetic store holds exactly these).
+
+    Attributes:
+        counts: (C,) int64 N_k the moments were taken over.
+        means: (C, D) float32 mu_k in the Tukey space (Eq. 5).
+        class_rows: C entries: the centred rows x_hat - mu_k (N_k, D) of a class whose rows are kept
+            (every class with N_k <= D, whose rows are its factor, and every tail class, whose rows are
+            its samples), else None. Numpy arrays or CPU tensors.
+        class_index: C entries: the bank train row of each kept row (N_k,) int64, else None.
+        qr: {class: (D, D) R_k} for the classes with N_k > D.
+        tail_classes: (T,) int64.
+        sup_classes, sup_weights: (S, K) support classes (-1 = none) and w_j (Eq. 10) of every tail
+            sample: tail classes in class order, samples in the order of their rows.
+        lam: the Tukey lambda of the space.
+    """
+    counts: np.ndarray
+    means: np.ndarray
+    class_rows: list
+    class_index: list
+    qr: dict
+    tail_classes: np.ndarray
+    sup_classes: np.ndarray
+    sup_weights: np.ndarray
+    lam: float
+
+    @property
+    def feature_dim(self) -> int:
+        return self.means.shape[1]
+
+    def kept_rows(self) -> int:
+        return sum(len(r) for r in self.class_rows if r is not None)
+
+    def tail_start(self) -> np.ndarray:
+        """(C,) id of each tail class's first sample in the support tables (-1 for other classes)."""
+        start = np.full(len(self.counts), -1, np.int64)
+        t = np.asarray(self.tail_classes, np.int64)
+        if len(t):
+            start[t] = np.r_[0, np.cumsum(np.asarray(self.counts)[t])[:-1]]
+        return start
+
+
 TABLES = {  # GeneratorArrays field: (dataset, stored type); the factors are written by _write_factors
     "counts": ("classes/counts", np.int64), "means": ("classes/means", np.float32),
     "tail_classes": ("tail_classes", np.int64), "sup_classes": ("supports/classes", np.int64),

@@ -27,10 +27,11 @@ Random numbers come from the generator handed to `draw`, on the device the rows 
 drawn on, in a fixed order; the same generator state gives the same rows.
 """
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from glag.data.store import GeneratorArrays
 
 def scale_for(n: int) -> float:
     """1 / sqrt(N_k - 1), with N_k = 1 (no covariance: the centred row is zero) mapped to 1."""
@@ -47,54 +48,16 @@ def make_generator(seed: int, device) -> torch.Generator:
     return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
 
 
-@dataclass
-class GeneratorArrays:
-    """What a fitted generator is (the synthetic store holds exactly these).
-
-    Attributes:
-        counts: (C,) int64 N_k the moments were taken over.
-        means: (C, D) float32 mu_k in the Tukey space (Eq. 5).
-        class_rows: C entries: the centred rows x_hat - mu_k (N_k, D) of a class whose rows are kept
-            (every class with N_k <= D, whose rows are its factor, and every tail class, whose rows are
-            its samples), else None. Numpy arrays or CPU tensors.
-        class_index: C entries: the bank train row of each kept row (N_k,) int64, else None.
-        qr: {class: (D, D) R_k} for the classes with N_k > D.
-        tail_classes: (T,) int64.
-        sup_classes, sup_weights: (S, K) support classes (-1 = none) and w_j (Eq. 10) of every tail
-            sample: tail classes in class order, samples in the order of their rows.
-        lam: the Tukey lambda of the space.
-    """
-    counts: np.ndarray
-    means: np.ndarray
-    class_rows: list
-    class_index: list
-    qr: dict
-    tail_classes: np.ndarray
-    sup_classes: np.ndarray
-    sup_weights: np.ndarray
-    lam: float
-
-    @property
-    def feature_dim(self) -> int:
-        return self.means.shape[1]
-
-    def kept_rows(self) -> int:
-        return sum(len(r) for r in self.class_rows if r is not None)
-
-    def tail_start(self) -> np.ndarray:
-        """(C,) id of each tail class's first sample in the support tables (-1 for other classes)."""
-        start = np.full(len(self.counts), -1, np.int64)
-        t = np.asarray(self.tail_classes, np.int64)
-        if len(t):
-            start[t] = np.r_[0, np.cumsum(np.asarray(self.counts)[t])[:-1]]
-        return start
-
-
 class Synthesizer:
     """Draws (a, d) rows from a fitted generator on one device.
 
+    The kept centred rows live in one (R, D) tensor (class k's are rows[offsets[k]:offsets[k + 1]]),
+    so a batch's tail samples are gathered in one index; each draw call takes its Gaussian numbers
+    in two flat blocks (own halves, then support halves) and runs one GEMM per class, which on a
+    GPU keeps the launches per class, not per row.
+
     Args:
-        arrays: GeneratorArrays (numpy or torch arrays are both accepted).
+        arrays: GeneratorArrays (from a store, or a fit).
         device: where the factors live (in float32, whatever the store's type) and the rows are drawn.
     """
 
@@ -107,25 +70,29 @@ class Synthesizer:
         self.sup_weights = np.asarray(arrays.sup_weights, np.float64)
         self.D = arrays.feature_dim
         self.means = torch.as_tensor(np.asarray(arrays.means), dtype=torch.float32).to(self.device)   # (C, D)
-        self.rows = [None if r is None else self._place(r) for r in arrays.class_rows]              # (N_k, D)
-        self.index = [None if i is None else np.asarray(i, np.int64) for i in arrays.class_index]
+        sizes = np.array([0 if r is None else len(r) for r in arrays.class_rows], np.int64)
+        self.offsets = np.r_[0, np.cumsum(sizes)]
+        self.rows = self._place(_flat(arrays.class_rows, arrays.feature_dim))                           # (R, D)
+        self.index = np.concatenate([i for i in arrays.class_index if i is not None] or [np.zeros(0, np.int64)])
         self.qr = {int(k): self._place(r) for k, r in arrays.qr.items()}                              # (D, D)
-        self.scales = np.array([scale_for(int(n)) for n in self.counts])
+        self.scales = np.array([scale_for(int(n)) for n in self.counts], np.float32)
 
     def _place(self, x) -> torch.Tensor:
-        return torch.as_tensor(x).to(self.device, torch.float32)
+        return torch.as_tensor(np.asarray(x)).to(self.device, torch.float32)
 
     def factor(self, k: int) -> torch.Tensor:
         """F_k (r_k, D): the QR factor of a class larger than D, else its centred rows."""
-        return self.qr[k] if k in self.qr else self.rows[k]
+        return self.qr[k] if k in self.qr else self.rows[self.offsets[k]:self.offsets[k + 1]]
 
-    def _gauss(self, out: torch.Tensor, k: int, gen, row_scale=None) -> torch.Tensor:
-        """Fill out (n, D) float32 with rows of N(0, Sigma_k), each optionally scaled (sqrt of a weight)."""
-        F = self.factor(k)
-        e = torch.randn((len(out), F.shape[0]), generator=gen, device=self.device)
-        s = float(self.scales[k])
-        e.mul_(s if row_scale is None else torch.as_tensor(row_scale, device=self.device)[:, None] * s)
-        return torch.matmul(e, F, out=out)                                                   # Eq. (6) via factor
+    def _gauss(self, out: torch.Tensor, classes, counts, gen) -> torch.Tensor:
+        """Fill out (sum(counts), D), block by block, with unit-scale draws e @ F_k of each class (s_k not applied)."""
+        ranks = [self.factor(int(k)).shape[0] for k in classes]
+        e = torch.randn(int(np.dot(counts, ranks)), generator=gen, device=self.device)
+        row = at = 0
+        for k, n, r in zip(classes, counts, ranks):
+            torch.matmul(e[at:at + n * r].view(n, r), self.factor(int(k)), out=out[row:row + n])   # Eq. (6)
+            row, at = row + n, at + n * r
+        return out
 
     def draw(self, segments, gen) -> dict:
         """Rows for a list of (class, local source indices or None, n) segments.
@@ -136,35 +103,33 @@ class Synthesizer:
             {"a", "d": (n, D) float32 tensors on the device, "label": (n,) int64 tensor on the
             device, "source": (n,) int64 numpy, the bank train row of the sample (-1: class distribution)}.
         """
-        total = sum(n for _, _, n in segments)
-        a = torch.empty((total, self.D), device=self.device)
-        tail_rows, tail_ids, labels, sources, offset = [], [], [], [], 0
-        for k, local, n in segments:
-            out = self._gauss(a[offset:offset + n], k, gen)                                  # z_own
-            out += self.means[k]                                                             # class distribution
-            if local is None:
-                sources.append(np.full(n, -1, np.int64))
-            else:
-                local = np.asarray(local, np.int64)
-                out += self.rows[k][torch.as_tensor(local, device=self.device)]              # a = x_hat_i + z_own
-                tail_rows.append(offset + np.arange(n))
-                tail_ids.append(self.start[k] + local)
-                sources.append(self.index[k][local])
-            labels.append(np.full(n, k, np.int64))
-            offset += n
+        classes = np.array([k for k, _, _ in segments], np.int64)
+        counts = np.array([n for _, _, n in segments], np.int64)
+        labels = np.repeat(classes, counts)
+        a = self._gauss(torch.empty((int(counts.sum()), self.D), device=self.device), classes, counts, gen)
+        y = torch.as_tensor(labels, device=self.device)
+        a.mul_(torch.as_tensor(self.scales[labels], device=self.device)[:, None])               # z_own ~ N(0, Sigma_k)
+        a += self.means[y]                                                                     # class distribution
+        sources = np.full(len(labels), -1, np.int64)
         d = torch.zeros_like(a)
-        if tail_rows:
-            where = torch.as_tensor(np.concatenate(tail_rows), device=self.device)
-            d[where] = self._support_half(np.concatenate(tail_ids), gen) - a[where]          # d = b - a
-        label = torch.as_tensor(np.concatenate(labels) if labels else np.zeros(0, np.int64), device=self.device)
-        return {"a": a, "d": d, "label": label,
-                "source": np.concatenate(sources) if sources else np.zeros(0, np.int64)}
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        tail = [(k, np.asarray(local, np.int64), s) for (k, local, _), s in zip(segments, starts) if local is not None]
+        if tail:
+            where = np.concatenate([s + np.arange(len(local)) for _, local, s in tail])
+            flat = np.concatenate([self.offsets[k] + local for k, local, _ in tail])
+            ids = np.concatenate([self.start[k] + local for k, local, _ in tail])
+            sources[where] = self.index[flat]
+            where_t = torch.as_tensor(where, device=self.device)
+            a[where_t] += self.rows[torch.as_tensor(flat, device=self.device)]                # a = x_hat_i + z_own
+            d[where_t] = self._support_half(ids, gen) - a[where_t]                              # d = b - a
+        return {"a": a, "d": d, "label": y, "source": sources}
 
     def _support_half(self, ids: np.ndarray, gen) -> torch.Tensor:
         """b = mu_S + z_S for tail samples `ids` (one row per id).
 
         The K draws of every row are grouped by support class: one GEMM per class writes a
-        contiguous block of `P`; each of the K slots then adds its block rows back in row order.
+        contiguous block of `P`, scaled by sqrt(w~_j) s_j; each of the K slots then adds its block
+        rows back in row order.
         """
         uniq, inv = np.unique(ids, return_inverse=True)
         cls, w = self.sup_classes[uniq], self.sup_weights[uniq]                            # (u, K)
@@ -177,10 +142,11 @@ class Synthesizer:
         flat, root = cls[inv].ravel(), np.sqrt(wn[inv].ravel()).astype(np.float32)           # slot r*K+j
         slots = np.flatnonzero(flat >= 0)
         slots = slots[np.argsort(flat[slots], kind="stable")]                                # grouped by class
+        groups, counts = np.unique(flat[slots], return_counts=True)
         P = torch.zeros((len(slots) + 1, self.D), device=self.device)                       # last row: padding
-        cuts = np.flatnonzero(np.r_[True, flat[slots][1:] != flat[slots][:-1], True])
-        for s, e in zip(cuts[:-1], cuts[1:]):                                                # one GEMM per class
-            self._gauss(P[s:e], int(flat[slots[s]]), gen, torch.from_numpy(root[slots[s:e]]))
+        self._gauss(P[:len(slots)], groups, counts, gen)
+        scale = root[slots] * self.scales[flat[slots]]                                       # sqrt(w~_j) s_j
+        P[:len(slots)] *= torch.as_tensor(scale, device=self.device)[:, None]
         where = np.full(n * K, len(slots), np.int64)
         where[slots] = np.arange(len(slots))
         where = torch.as_tensor(where.reshape(n, K), device=self.device)
@@ -190,5 +156,18 @@ class Synthesizer:
 
     def nbytes(self) -> int:
         """Device bytes of the factors and means."""
-        tensors = [r for r in self.rows if r is not None] + list(self.qr.values()) + [self.means]
+        tensors = [self.rows, self.means] + list(self.qr.values())
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _flat(class_rows, D: int) -> np.ndarray:
+    """The kept class rows as one (R, D) array: the store's own array when the rows are consecutive views of it
+    (no copy), else a concatenation."""
+    kept = [np.asarray(r) for r in class_rows if r is not None]
+    if not kept:
+        return np.zeros((0, D), np.float32)
+    base = kept[0].base
+    if base is not None and base.ndim == 2 and sum(len(r) for r in kept) == len(base) and \
+            all(r.base is base for r in kept) and np.shares_memory(kept[0], base[:1]):
+        return base
+    return np.concatenate(kept)

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from glag.data.errors import GlagError
-from glag.data.mixing import GAMMA_MODES
+from glag.data.names import GAMMA_MODES, MOMENTS_FROM
+from glag.data.store import GeneratorArrays
+from glag.data.synthesis import Synthesizer, make_generator, stream_seed
 from glag.generate.neighbors import check_k, support_classes
 from glag.generate.parallel import release_memory
-from glag.data.synthesis import GeneratorArrays, Synthesizer, make_generator, stream_seed
 from glag.generate.sampler import build_factors, gap_counts, sample_segments
 from glag.generate.stats import class_moments
 from glag.generate.tail import tail_mask
@@ -65,7 +66,6 @@ def check_config(cfg: dict):
         raise GlagError(f"--sample-per-class {cfg['sample_per_class']}: must be >= 0 (0 = no sample)")
 
 
-MOMENTS_FROM = ("base", "views")
 
 
 def train_chunks(bank, moments_from: str):
@@ -101,7 +101,7 @@ class AdaptiveFeatureGenerator:
         check_config(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg["device"])
-        self.moments = self.qr = self.supports = None
+        self.moments = self.qr = self.supports = self._sampler = None
 
     def plan(self, counts):
         """(tail mask (C,), rows per class per epoch of the gap rule (C,)); needs only the train counts."""
@@ -121,7 +121,7 @@ class AdaptiveFeatureGenerator:
             progress: optional callable(rows_done) during the streaming pass.
             log: optional callable(message) at the start of each later step.
         Returns:
-            self; `self.fit_seconds` holds the seconds per step, `self.sampler` draws rows.
+            self; `self.fit_seconds` holds the seconds per step; `self.sampler` draws rows.
         """
         say = log or (lambda message: None)
         t0 = time.perf_counter()
@@ -141,9 +141,17 @@ class AdaptiveFeatureGenerator:
         say(f"factors: {int((self.moments.counts > self.moments.feature_dim).sum())} classes need a QR")
         self.qr = build_factors(self.moments, tail_classes, self.cfg["jobs"])
         release_memory()
-        self.sampler = Synthesizer(self.arrays(), "cpu")   # the inspection sample: the same numbers on any device
+        self._sampler = None
         self.fit_seconds = {"moments": t1 - t0, "supports": t2 - t1, "factors": time.perf_counter() - t2}
         return self
+
+    @property
+    def sampler(self) -> Synthesizer:
+        """The fitted generator drawing on the CPU (the inspection sample: the same numbers on any device); built
+        on first use, since it holds the class rows a second time."""
+        if self._sampler is None:
+            self._sampler = Synthesizer(self.arrays(), "cpu")
+        return self._sampler
 
     def arrays(self) -> GeneratorArrays:
         """The fitted generator, as the store holds it (the class rows are the moments' own buffers)."""

@@ -73,7 +73,8 @@ def generate(**options) -> Path:
     """The AFG (glag-generate): write the synthetic store of a bank; returns its path."""
     from glag.data.bank import Bank
     from glag.cli.util import resolve_bank
-    from glag.generate.cli import main, run
+    from glag.generate.cli import main
+    from glag.generate.run import run
     params, _ = _options(main, "glag-generate", options)
     dry_run, force = params.pop("dry_run"), params.pop("force")
     params["bank"] = str(resolve_bank(params["bank"], params["dataset"]))

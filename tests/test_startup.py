@@ -10,7 +10,9 @@ import sys
 import pytest
 
 # (module of the console script, argv before the options)
-LIGHT = [("glag.extract.cli", []), ("glag.extract.group_cli", []), ("glag.verify", []), ("glag.reproduce.cli", [])]
+LIGHT = [("glag.extract.cli", []), ("glag.extract.group_cli", []), ("glag.verify", []), ("glag.reproduce.cli", []),
+         ("glag.generate.cli", []), ("glag.classify.cli", ["run"]), ("glag.classify.cli", ["table"]),
+         ("glag.classify.cli", ["sweep"])]
 HEAVY = ("torch", "torchvision")
 
 PROBE = """
@@ -32,7 +34,7 @@ def probe(module: str, argv: list) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module, prefix", LIGHT, ids=[m for m, _ in LIGHT])
+@pytest.mark.parametrize("module, prefix", LIGHT, ids=[" ".join([m, *p]) for m, p in LIGHT])
 @pytest.mark.parametrize("args, code", [(["--help"], 0), (["--version"], 0), (["--no-such-option"], 2)],
                          ids=["help", "version", "bad-option"])
 def test_help_version_and_option_errors_import_no_torch(module, prefix, args, code):
@@ -46,9 +48,19 @@ def test_help_version_and_option_errors_import_no_torch(module, prefix, args, co
     ("glag.extract.cli", ["--loss", "nope"], 2), ("glag.extract.cli", ["--backbone", "nope"], 2),
     ("glag.extract.cli", ["--epochs", "many"], 2), ("glag.extract.cli", ["--decode", "nope"], 2),
     ("glag.extract.cli", ["--im", "0.5"], 2), ("glag.extract.group_cli", ["--losses", "ce,nope"], 1),
-    ("glag.extract.group_cli", ["--seeds", "x"], 1), ("glag.reproduce.cli", ["--recipe", "nope"], 2)])
+    ("glag.extract.group_cli", ["--seeds", "x"], 1), ("glag.reproduce.cli", ["--recipe", "nope"], 2),
+    ("glag.generate.cli", ["--k", "0"], 2), ("glag.generate.cli", ["--gamma-mode", "nope"], 2),
+    ("glag.classify.cli", ["run", "--head", "nope"], 2), ("glag.classify.cli", ["run", "--loss", "nope"], 2),
+    ("glag.classify.cli", ["run", "--amp", "fp8"], 2)])
 def test_bad_values_are_refused_before_torch(module, args, code):
     assert probe(module, args) == {"code": code, "heavy": []}
+
+
+def test_stage_two_names_match_the_registries():
+    """The light lists of stage two (choices of --help) match what the torch modules register."""
+    from glag.classify.config import HEAD_NAMES
+    from glag.classify.heads import HEADS
+    assert set(HEAD_NAMES) == set(HEADS)
 
 
 def test_light_names_match_the_registries():
