@@ -36,31 +36,16 @@ from glag.generate.afg import AdaptiveFeatureGenerator                          
 from glag.generate.neighbors import support_classes                              # noqa: E402
 from glag.generate.parallel import parallel_classes, release_memory              # noqa: E402
 from glag.generate.stats import class_moments                                    # noqa: E402
-from glag.generate.toybank import ToyBank, exp_counts                            # noqa: E402
+from glag.generate.toybank import SHAPES, ToyBank, exp_counts                    # noqa: E402
 
 BETA, GAMMA, K, LAM = 0.6, 0.0, 3, 0.5
-
-
-def inat_counts(total: int = 437_513) -> np.ndarray:
-    """iNaturalist 2018's shape: 8,142 classes, 1000 ... 2 images, 842 many / 4,076 medium / 3,224 few."""
-    few = np.round(np.geomspace(19, 2, 3224)).astype(np.int64)
-    med = np.round(np.geomspace(100, 20, 4076)).astype(np.int64)
-    u, rest = np.linspace(1, 0, 842, endpoint=False), total - few.sum() - med.sum()
-    lo, hi = 0.1, 50.0
-    for _ in range(60):                                        # the power that gives the many-shot total
-        p = (lo + hi) / 2
-        many = np.round(101 + 899 * u ** p).astype(np.int64)
-        lo, hi = (p, hi) if many.sum() > rest else (lo, p)
-    c = np.concatenate([many, med, few])
-    c[np.argmin(np.abs(c - 150))] += total - c.sum()
-    return c
 
 
 # name: counts, D, the reference's bank (None: the same), tail-class stride for sampling (both sides)
 SCALES = {
     "1000x512": dict(counts=lambda: exp_counts(1000, 1280, 256), dim=512, stride=2, ref_stride=4),
     "200x2048": dict(counts=lambda: exp_counts(200, 1280, 256), dim=2048, stride=1, ref_stride=8),
-    "inat2018": dict(counts=inat_counts, dim=2048, stride=50, ref_subset=40, ref_stride=8),
+    "inat2018": dict(counts=SHAPES["inat2018"][0], dim=2048, stride=50, ref_subset=40, ref_stride=8),
     "quick": dict(counts=lambda: exp_counts(100, 400, 100), dim=64, stride=1, ref_stride=1),
 }
 
@@ -116,19 +101,35 @@ def worker_ours(bank, stride, out):
     base = rss_mb()
     cfg = dict(k=K, tukey=LAM, beta_init=BETA, gamma=GAMMA, gamma_mode="isotropic", tail="max-count",
                tail_max_count=100, tail_fraction=0.5, max_rows_per_class=0, balance_head=True, seed=0,
-               device="cpu", jobs=2, batch_rows=0, epochs=1)
+               device="cpu", jobs=2, sample_per_class=0)
     afg = AdaptiveFeatureGenerator(cfg)
     t0 = time.perf_counter()
     afg.fit(bank)
     fit = time.perf_counter() - t0
     fit_rss = rss_mb()
-    afg.tail, afg.need = sample_plan(bank.train_counts, stride)          # the same tail rows as the reference
+    tail, need = sample_plan(bank.train_counts, stride)                  # the same tail rows as the reference
     rows, t0 = 0, time.perf_counter()
-    for batch in afg.batches(0):
-        rows += len(batch["label"])
+    sampler = afg.sampler
+    for segments in gap_batches(need, tail, bank.train_counts, 2 ** 13):
+        rows += len(sampler.draw(segments, torch.Generator().manual_seed(rows))["label"])
     dt = time.perf_counter() - t0
     out.update(fit_s=fit, fit_parts=afg.fit_seconds, rows=rows, sample_s=dt, rows_per_s=rows / dt,
-               base_mb=base, fit_peak_mb=fit_rss, peak_mb=rss_mb(), qr_classes=int(len(afg.factors.qr_classes)))
+               base_mb=base, fit_peak_mb=fit_rss, peak_mb=rss_mb(), qr_classes=len(afg.qr))
+
+
+def gap_batches(need, tail, counts, batch_rows):
+    """Segments of one gap-rule epoch (each tail class's rows round its samples), batch_rows at a time."""
+    batch, size = [], 0
+    for k in np.flatnonzero(need):
+        for start in range(0, int(need[k]), batch_rows):
+            n = min(batch_rows, int(need[k]) - start)
+            batch.append((int(k), (start + np.arange(n)) % int(counts[k]) if tail[k] else None, n))
+            size += n
+            if size >= batch_rows:
+                yield batch
+                batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def reference_fit(bank):

@@ -57,6 +57,8 @@ EPOCH_VARIANTS = {
     "glag epoch real": {"epoch_size": "real"},
     "glag epoch auto bf16": {"amp": "bf16"},
     "glag epoch real bf16": {"epoch_size": "real", "amp": "bf16"},
+    "glag probes every 2": {"ad_probe_every": 2},
+    "glag probes every 4": {"ad_probe_every": 4},
 }
 
 

@@ -64,6 +64,8 @@ OPTIONS = {
     "ad_criterion": ("accuracy", "paired AD: what the probes compare on val: accuracy (balanced), soft_error (1 - p_y, "
                                  "temperature-calibrated) or ce (cross-entropy)."),
     "ad_momentum": (0.5, "paired AD: weight of the previous epochs' slope in the smoothed slope."),
+    "ad_probe_every": (1, "paired AD: the probe heads take an SGD step on every n-th batch only (1: every batch; 2 "
+                          "halves their cost; docs/stage-two.md has what it changes)."),
     "ad_warmup": (0, "AD: epochs before beta first moves."),
     "ad_pool": (0.5, "paired AD: share of each class's own slope kept (0: one beta for all tail classes, 1: each "
                      "class on its own slope)."),
@@ -197,6 +199,8 @@ def check(cfg: dict, bank) -> None:
     if not cfg["beta_min"] <= cfg["beta_max"]:
         raise GlagError(f"--beta-min {cfg['beta_min']} > --beta-max {cfg['beta_max']}")
     epoch_size(cfg["epoch_size"], 1, 1)                  # auto, real, pool or a number >= 1, named if not
+    if int(cfg.get("ad_probe_every", 1)) < 1:
+        raise GlagError(f"--ad-probe-every {cfg['ad_probe_every']}: give 1 (every batch) or more")
     if cfg["draw_chunk"] != AUTO and int(cfg["draw_chunk"]) < 1:
         raise GlagError(f"--draw-chunk {cfg['draw_chunk']}: give a number of batches >= 1, or auto")
     for key in ("epochs", "batch_size"):

@@ -30,11 +30,13 @@ def source_samples(classes: np.ndarray, items: np.ndarray, epoch: int, need, cou
 
 @dataclass
 class Drawn:
-    """A chunk's synthetic rows in the store's (Tukey) space: halves a, d (n, D), labels (n,), noise or None."""
+    """A chunk's synthetic rows in the store's (Tukey) space: halves a, d (n, D), labels (n,), noise or None;
+    `at` (n,) maps the i-th item asked for to its row (the draws are grouped by class, not copied back in order)."""
     a: Tensor
     d: Tensor
     labels: Tensor
     eps: Tensor | None
+    at: Tensor | None = None
 
 
 class SyntheticRows:
@@ -71,11 +73,11 @@ class SyntheticRows:
         segments = [(int(cls[s]), None if src[s] < 0 else src[s:e], int(e - s)) for s, e in zip(cuts[:-1], cuts[1:])]
         gen = make_generator(stream_seed(*self.key, epoch, chunk), self.device)
         rows = self.synth.draw(segments, gen)
-        back = torch.as_tensor(np.argsort(order, kind="stable"), device=self.device)   # grouped -> given order
+        at = torch.as_tensor(np.argsort(order, kind="stable"), device=self.device)     # given order -> grouped row
         eps = None
         if self.gamma > 0:
             eps = gamma_noise(len(cls), self.synth.D, self.gamma_mode, gen).to(self.device)
-        return Drawn(rows["a"][back], rows["d"][back], rows["label"][back], eps)
+        return Drawn(rows["a"], rows["d"], rows["label"], eps, at)
 
     def mix(self, drawn: Drawn, beta: Tensor, rows=slice(None)) -> tuple[Tensor, Tensor]:
         """(head-space rows, raw rows) of `drawn[rows]` mixed with per-class beta (C,) (Eq. 8-9)."""
@@ -83,8 +85,9 @@ class SyntheticRows:
 
     @staticmethod
     def take(drawn: Drawn, rows) -> Drawn:
-        """drawn[rows]: gathered once per batch, mixed once per lane."""
-        return Drawn(drawn.a[rows], drawn.d[rows], drawn.labels[rows], drawn.eps[rows] if drawn.eps is not None else None)
+        """The items `rows` (in the order asked for) of drawn: gathered once per batch, mixed once per lane."""
+        at = drawn.at[rows] if drawn.at is not None else rows
+        return Drawn(drawn.a[at], drawn.d[at], drawn.labels[at], drawn.eps[at] if drawn.eps is not None else None)
 
     def mix_taken(self, drawn: Drawn, beta: Tensor) -> tuple[Tensor, Tensor]:
         mixed = mix_rows(drawn.a, drawn.d, beta[drawn.labels], self.gamma, self.gamma_mode, eps=drawn.eps)  # Eq. 8-9
@@ -97,8 +100,8 @@ class SyntheticRows:
         n = np.minimum(self.need[classes], per_class)
         cls = np.repeat(classes, n)
         items = np.concatenate([np.arange(k) for k in n]) if len(n) else np.zeros(0, np.int64)
-        drawn = self.draw(cls, self.sources(cls, items, epoch), epoch, chunk=SAMPLE_CHUNK)
-        feats, _ = self.mix(drawn, torch.as_tensor(beta, dtype=torch.float32, device=self.device))
+        drawn = self.take(self.draw(cls, self.sources(cls, items, epoch), epoch, chunk=SAMPLE_CHUNK), slice(None))
+        feats, _ = self.mix_taken(drawn, torch.as_tensor(beta, dtype=torch.float32, device=self.device))
         return feats, drawn.labels
 
     def nbytes(self) -> int:

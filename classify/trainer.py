@@ -146,12 +146,14 @@ def _epoch(lanes, objective, real, synth, betas, plan, epoch, cfg, stage1, tick)
     sums, done = torch.zeros(3, device=device), 0
     for lane in lanes:
         lane.head.train()
-    for batch in batches(plan, synth, cfg["batch_size"], epoch, device, cfg.get("draw_chunk", 32)):
+    every = int(cfg.get("ad_probe_every", 1))
+    for step, batch in enumerate(batches(plan, synth, cfg["batch_size"], epoch, device, cfg.get("draw_chunk", 32))):
+        active = lanes if step % every == 0 else lanes[:1]          # --ad-probe-every: probes on some steps only
         raw = real.raw(batch.real_rows, batch.real_views)                               # (n_real, D)
-        xs, raws = _lane_rows(batch, raw, synth, betas, real)
+        xs, raws = _lane_rows(batch, raw, synth, betas[:len(active)], real)
         teacher = _teacher(objective, batch, raws, stage1) if objective.needs_teacher else None
         y = batch.labels
-        for k, (lane, x) in enumerate(zip(lanes, xs)):
+        for k, (lane, x) in enumerate(zip(active, xs)):
             with autocast(cfg, device):
                 loss, ce, kd = objective(lane.head(x), y, teacher)
             lane.opt.zero_grad()

@@ -84,15 +84,28 @@ class Synthesizer:
         """F_k (r_k, D): the QR factor of a class larger than D, else its centred rows."""
         return self.qr[k] if k in self.qr else self.rows[self.offsets[k]:self.offsets[k + 1]]
 
-    def _gauss(self, out: torch.Tensor, classes, counts, gen) -> torch.Tensor:
-        """Fill out (sum(counts), D), block by block, with unit-scale draws e @ F_k of each class (s_k not applied)."""
-        ranks = [self.factor(int(k)).shape[0] for k in classes]
+    def _gauss(self, classes: np.ndarray, scale: np.ndarray, gen) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draw of N(0, Sigma_k) per request (request i of class classes[i]), times scale[i].
+
+        Requests are grouped by class, so each class's factor is read once, by one GEMM, however many
+        own rows and support slots of the call need it; the Gaussian numbers come in one flat block.
+        Returns:
+            (z (n, D) in grouped order, where (n,) the row of z of each request).
+        """
+        order = np.argsort(classes, kind="stable")
+        groups, counts = np.unique(classes[order], return_counts=True)
+        ranks = np.array([self.factor(int(k)).shape[0] for k in groups], np.int64)
+        z = torch.empty((len(classes), self.D), device=self.device)
         e = torch.randn(int(np.dot(counts, ranks)), generator=gen, device=self.device)
+        e_scale = torch.as_tensor(np.repeat(scale[order], np.repeat(ranks, counts)), device=self.device)
+        e.mul_(e_scale)                                                                      # s_k (sqrt w~_j) e
         row = at = 0
-        for k, n, r in zip(classes, counts, ranks):
-            torch.matmul(e[at:at + n * r].view(n, r), self.factor(int(k)), out=out[row:row + n])   # Eq. (6)
+        for k, n, r in zip(groups, counts, ranks):
+            torch.matmul(e[at:at + n * r].view(n, r), self.factor(int(k)), out=z[row:row + n])     # Eq. (6)
             row, at = row + n, at + n * r
-        return out
+        where = np.empty(len(classes), np.int64)
+        where[order] = np.arange(len(classes))
+        return z, torch.as_tensor(where, device=self.device)
 
     def draw(self, segments, gen) -> dict:
         """Rows for a list of (class, local source indices or None, n) segments.
@@ -106,52 +119,51 @@ class Synthesizer:
         classes = np.array([k for k, _, _ in segments], np.int64)
         counts = np.array([n for _, _, n in segments], np.int64)
         labels = np.repeat(classes, counts)
-        a = self._gauss(torch.empty((int(counts.sum()), self.D), device=self.device), classes, counts, gen)
-        y = torch.as_tensor(labels, device=self.device)
-        a.mul_(torch.as_tensor(self.scales[labels], device=self.device)[:, None])               # z_own ~ N(0, Sigma_k)
-        a += self.means[y]                                                                     # class distribution
-        sources = np.full(len(labels), -1, np.int64)
-        d = torch.zeros_like(a)
         starts = np.r_[0, np.cumsum(counts)[:-1]]
         tail = [(k, np.asarray(local, np.int64), s) for (k, local, _), s in zip(segments, starts) if local is not None]
+        where = np.concatenate([s + np.arange(len(local)) for _, local, s in tail]) if tail else np.zeros(0, int)
+        ids = np.concatenate([self.start[k] + local for k, local, _ in tail]) if tail else np.zeros(0, int)
+        slots, slot_scale = self._slots(ids)                                                # support draws
+        z, at = self._gauss(np.r_[labels, slots[:, 2]], np.r_[self.scales[labels], slot_scale], gen)
+        y = torch.as_tensor(labels, device=self.device)
+        a = z[at[:len(labels)]]                                                              # z_own ~ N(0, Sigma_k)
+        a += self.means[y]                                                                   # class distribution
+        sources = np.full(len(labels), -1, np.int64)
+        d = torch.zeros_like(a)
         if tail:
-            where = np.concatenate([s + np.arange(len(local)) for _, local, s in tail])
             flat = np.concatenate([self.offsets[k] + local for k, local, _ in tail])
-            ids = np.concatenate([self.start[k] + local for k, local, _ in tail])
             sources[where] = self.index[flat]
             where_t = torch.as_tensor(where, device=self.device)
-            a[where_t] += self.rows[torch.as_tensor(flat, device=self.device)]                # a = x_hat_i + z_own
-            d[where_t] = self._support_half(ids, gen) - a[where_t]                              # d = b - a
+            a[where_t] += self.rows[torch.as_tensor(flat, device=self.device)]              # a = x_hat_i + z_own
+            d[where_t] = self._support_half(ids, slots, z, at[len(labels):]) - a[where_t]  # d = b - a
         return {"a": a, "d": d, "label": y, "source": sources}
 
-    def _support_half(self, ids: np.ndarray, gen) -> torch.Tensor:
-        """b = mu_S + z_S for tail samples `ids` (one row per id).
+    def _slots(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The support draws of tail samples `ids`: (row, slot j, class) of each used slot (n_slots, 3), in slot-major
+        order, and its scale sqrt(w~_j) s_j (Eq. 9 with w~ = w / sum(w))."""
+        cls, wn = self._weights(ids)
+        j, row = np.nonzero(cls.T >= 0)                                                     # slot-major
+        scale = (np.sqrt(wn[row, j]) * self.scales[cls[row, j]]).astype(np.float32)
+        return np.stack([row, j, cls[row, j]], axis=1), scale
 
-        The K draws of every row are grouped by support class: one GEMM per class writes a
-        contiguous block of `P`, scaled by sqrt(w~_j) s_j; each of the K slots then adds its block
-        rows back in row order.
-        """
-        uniq, inv = np.unique(ids, return_inverse=True)
-        cls, w = self.sup_classes[uniq], self.sup_weights[uniq]                            # (u, K)
-        wn = w / w.sum(axis=1, keepdims=True)                                               # w~_j, Eq. (8)-(9)
-        coef = torch.as_tensor(np.where(cls >= 0, wn, 0.0), dtype=torch.float32, device=self.device)
-        idx = torch.as_tensor(np.maximum(cls, 0), device=self.device)
-        mu_s = torch.einsum("uk,ukd->ud", coef, self.means[idx])                           # mu_S, Eq. (8)
-        b = mu_s[torch.as_tensor(inv, device=self.device)]                                   # (n, D)
-        n, K = len(ids), cls.shape[1]
-        flat, root = cls[inv].ravel(), np.sqrt(wn[inv].ravel()).astype(np.float32)           # slot r*K+j
-        slots = np.flatnonzero(flat >= 0)
-        slots = slots[np.argsort(flat[slots], kind="stable")]                                # grouped by class
-        groups, counts = np.unique(flat[slots], return_counts=True)
-        P = torch.zeros((len(slots) + 1, self.D), device=self.device)                       # last row: padding
-        self._gauss(P[:len(slots)], groups, counts, gen)
-        scale = root[slots] * self.scales[flat[slots]]                                       # sqrt(w~_j) s_j
-        P[:len(slots)] *= torch.as_tensor(scale, device=self.device)[:, None]
-        where = np.full(n * K, len(slots), np.int64)
-        where[slots] = np.arange(len(slots))
-        where = torch.as_tensor(where.reshape(n, K), device=self.device)
-        for j in range(K):
-            b += P[where[:, j]]                                                              # z_S, Eq. (9)
+    def _weights(self, ids: np.ndarray):
+        """(support classes (n, K), normalised weights w~ (n, K)) of tail samples `ids` (Eq. 10, then w / sum(w))."""
+        cls, w = self.sup_classes[ids], self.sup_weights[ids]
+        return cls, w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+
+    def _support_half(self, ids: np.ndarray, slots: np.ndarray, z: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """b = mu_S + z_S of tail samples `ids` (one row per id); z[at[s]] is slot s's scaled support draw.
+
+        Slot by slot: each pass adds at most one term to each row of b, so the sums are the same on any device."""
+        cls, wn = self._weights(ids)
+        b = torch.zeros((len(ids), self.D), device=self.device)
+        for j in range(cls.shape[1]):
+            used = np.flatnonzero(slots[:, 1] == j)
+            rows = slots[used, 0]
+            term = self.means[torch.as_tensor(slots[used, 2], device=self.device)]
+            term.mul_(torch.as_tensor(wn[rows, j], dtype=torch.float32, device=self.device)[:, None])   # w~_j mu_j
+            term += z[at[torch.as_tensor(used, device=self.device)]]                                  # + z_j
+            b.index_add_(0, torch.as_tensor(rows, device=self.device), term)              # mu_S + z_S, Eq. (8)-(9)
         return b
 
     def nbytes(self) -> int:

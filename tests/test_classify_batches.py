@@ -24,7 +24,7 @@ def test_rebuilt_rows_use_the_current_beta(bank_store):
     bank, store = bank_store
     synth = SyntheticRows(store, "tukey")
     classes = np.array([3, 4, 4, 5, 1, 0, 3])
-    drawn = synth.draw(classes, synth.sources(classes, np.arange(7), 0), epoch=1, chunk=0)
+    drawn = synth.take(synth.draw(classes, synth.sources(classes, np.arange(7), 0), epoch=1, chunk=0), slice(None))
     a, d, y = drawn.a, drawn.d, drawn.labels
     assert torch.equal(y, torch.as_tensor(classes))
     beta = torch.full((6,), 0.6)
@@ -50,12 +50,13 @@ def test_draws_are_a_function_of_store_seed_and_epoch(bank_store):
     src = one.sources(classes, items, 2)
     first = one.draw(classes, src, epoch=2, chunk=1)
     again = SyntheticRows(store, "raw", seed=0).draw(classes, src, epoch=2, chunk=1)
+    assert torch.equal(first.at, again.at)
     assert torch.equal(first.a, again.a) and torch.equal(first.d, again.d)
     for other in (SyntheticRows(store, "raw", seed=1).draw(classes, src, 2, 1), one.draw(classes, src, 3, 1),
                   one.draw(classes, src, 2, 0)):
         assert not torch.equal(first.a, other.a)
     order = np.random.default_rng(0).permutation(len(classes))           # the order of the items is kept
-    shuffled = one.draw(classes[order], src[order], epoch=2, chunk=1)
+    shuffled = one.take(one.draw(classes[order], src[order], epoch=2, chunk=1), slice(None))
     assert torch.equal(shuffled.labels, torch.as_tensor(classes[order]))
 
 
@@ -93,7 +94,7 @@ def test_batches_place_real_and_synthetic_rows_in_plan_order(bank_store):
     for b in batches(plan, synth, 64, 0, "cpu"):
         assert len(b.real_at) + (0 if b.synth_at is None else len(b.synth_at)) == len(b.labels)
         if b.synth_at is not None:
-            assert torch.equal(b.drawn.labels[b.synth_rows], b.labels[b.synth_at])
+            assert torch.equal(synth.take(b.drawn, b.synth_rows).labels, b.labels[b.synth_at])
         assert torch.equal(labels[b.real_rows], b.labels[b.real_at])
         seen.append(b.labels)
     assert torch.equal(torch.cat(seen), plan.labels)
