@@ -159,12 +159,19 @@ def resolve_auto(cfg: dict, bank, store) -> dict:
     out["views"] = views_to_use(bank, cfg["views"]) if HEADS[cfg["head"]].trainable else 0
     if cfg["device"] == AUTO:
         out["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    large = bank.feature_dim * bank.num_classes >= 2 ** 20       # small heads: bf16 costs more than it saves
-    out["amp"] = (native_bf16(out["device"]) if large else "none") if cfg["amp"] == AUTO else cfg["amp"]
+    out["amp"] = resolve_amp(cfg["amp"], out["device"], bank.feature_dim * bank.num_classes)
     if cfg["draw_chunk"] == AUTO:
         out["draw_chunk"] = DRAW_CHUNK["cuda" if torch.device(out["device"]).type == "cuda" else "cpu"]
     out["bank"], out["bank_fingerprint"] = str(bank.path), bank.fingerprint
     return out
+
+
+def resolve_amp(option: str, device, head_size: int) -> str:
+    """--amp auto: bf16 for heads of D x C >= 2^20 where the device computes it natively; small heads keep
+    float32 (there bf16 costs more than it saves, and their results stay those of the float32 runs)."""
+    if option != AUTO:
+        return option
+    return native_bf16(device) if head_size >= 2 ** 20 else "none"
 
 
 def native_bf16(device) -> str:

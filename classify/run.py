@@ -84,7 +84,7 @@ def run_stage2(options: dict, explicit=(), resume: bool = False, progress: bool 
                 return target
             if target.exists() and not cfg["overwrite"]:
                 raise GlagError(f"{target}: run folder exists; pass --overwrite or another --run name")
-            validate_bank(bank, views=cfg["views"],
+            validate_bank(bank, splits=splits_read(cfg, bank), views=cfg["views"],
                           lam=cfg["tukey_lambda"] if cfg["space"] == "tukey" else None,
                           fix="use --space raw (the default) or --tukey-lambda 1")
             for note in run_notes(cfg, bank):
@@ -96,6 +96,14 @@ def run_stage2(options: dict, explicit=(), resume: bool = False, progress: bool 
             if store is not None:
                 store.close()
     return target
+
+
+def splits_read(cfg: dict, bank) -> tuple:
+    """The bank splits a run reads: train only for heads that train on it or fit from it (a post-hoc head reads
+    the stage-one head, val and test), so only those are validated."""
+    from .heads import HEADS
+    head = HEADS[cfg["head"]]
+    return tuple(s for s in bank.splits if s != "train" or head.trainable or head.needs_train_rows)
 
 
 def _write(target, cfg, bank, store, result, resume):
