@@ -24,7 +24,7 @@ DEMO   := runs/demo
 
 export GLAG_DATA ?= $(DATA)
 
-.PHONY: install demo test features generate classify reproduce bench bench-extract bench-generate bench-classify bench-crt-peer bench-group bench-decode \
+.PHONY: install demo test features generate classify reproduce bench bench-extract bench-generate bench-classify bench-crt-peer bench-group bench-decode bench-scale \
         data-cifar10 data-tiny-imagenet clean-runs
 
 install: $(VENV)/.installed
@@ -85,6 +85,11 @@ bench-classify: install
 # cRT the peer way (frozen backbone over the images every epoch) vs from the bank, CIFAR-10-LT JPEG.
 bench-crt-peer: install data-cifar10
 	$(BIN)/python bench/bench_crt_peer.py --data-root $(GLAG_DATA) $(ARGS)
+
+# Stage two at CIFAR-100-LT, ImageNet-LT and iNaturalist 2018 shapes (issue 19): writes banks of those shapes
+# under runs/bench-scale (~30 GB), bench/results/scale.md; iNat's stage-two epochs are projected from one.
+bench-scale: install
+	$(BIN)/python bench/bench_scale.py $(ARGS)
 
 # Device benchmarks (issue 13): grouped stage-one steps and the GPU JPEG path; both run on CPU too.
 bench-group: install

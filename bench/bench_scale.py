@@ -30,10 +30,10 @@ def steps(shape: str, views: int, epochs: int) -> list:
     """(name, tool module, args) of one shape; `epochs` < 40 runs the trained heads that long and projects."""
     e = ["--epochs", str(epochs)]
     out = [("generate (defaults)", "glag.generate.cli", []),
+           ("GLAG (defaults)", "glag.classify.cli", ["run", "--views", "0", *e]),
            ("post-hoc LA", "glag.classify.cli", ["run", "--method", "posthoc_la"]),
-           ("tau-norm", "glag.classify.cli", ["run", "--method", "tau_norm"]),
            ("cRT", "glag.classify.cli", ["run", "--method", "crt", "--views", "0", *e]),
-           ("GLAG (defaults)", "glag.classify.cli", ["run", "--views", "0", *e])]
+           ("tau-norm", "glag.classify.cli", ["run", "--method", "tau_norm"])]
     if views:
         out += [(f"cRT, {views} fp16 views", "glag.classify.cli", ["run", "--method", "crt", *e]),
                 (f"GLAG, {views} fp16 views", "glag.classify.cli", ["run", *e])]
@@ -74,7 +74,7 @@ def project(result: dict, folder: Path | None, epochs: int) -> dict:
                 seconds=result["seconds"] - spent + full, projected=True)
 
 
-def bank_for(shape: str, work: Path, views: int) -> Path:
+def bank_for(shape: str, work: Path, views: int, device: str) -> Path:
     from glag.generate.toybank import write_shaped_bank
     path = work / shape / "bank.h5"
     if not path.is_file():
@@ -85,15 +85,20 @@ def bank_for(shape: str, work: Path, views: int) -> Path:
             if time.time() - last[0] > 10:
                 click.echo(f"  bank rows {done:,}/{total:,} ({time.time() - started:.0f}s)", err=True)
                 last[0] = time.time()
-        write_shaped_bank(path, shape, views=views, progress=tick)
+        write_shaped_bank(path, shape, views=views, progress=tick, device=device)
+        click.echo(f"  written in {time.time() - started:.0f}s", err=True)
     return path
 
 
-def bench_shape(shape: str, work: Path, device: str, views: int, epochs: int) -> list:
-    bank = bank_for(shape, work, views)
+def bench_shape(shape: str, work: Path, device: str, views: int, epochs: int, deadline: float) -> list:
+    bank = bank_for(shape, work, views, device)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     rows = []
     for name, module, args in steps(shape, views, epochs):
+        if time.time() > deadline:
+            rows.append(dict(shape=shape, step=name, exit=0, skipped=True, seconds=0.0, peak_gib=0.0, tail=[]))
+            click.echo(f"{shape}: {name} skipped (--budget spent)", err=True)
+            continue
         log = work / shape / f"{name.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '')}.log"
         common = ["--bank", str(bank)] + (["--force"] if module.endswith("generate.cli") else
                                           ["--overwrite", "--no-plots", "--no-deploy", "--device", device])
@@ -131,6 +136,9 @@ def write(rows: list, out: Path, device: str):
              "| shape | step | wall | peak RSS | store / train split | test acc | note |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         size = f"{r['store_gib']:.2f} / {r['bank_train_gib']:.2f} GiB" if "store_gib" in r else ""
+        if r.get("skipped"):
+            lines.append(f"| {r['shape']} | {r['step']} | | | | | skipped: the --budget was spent |")
+            continue
         note = "failed: " + " ".join(r["tail"]) if r["exit"] else \
             (f"projected from {r['epochs_run']} epoch(s) per pass ({_fmt(r['measured_seconds'])} measured)"
              if r.get("projected") else "")
@@ -162,15 +170,18 @@ def _commit() -> str:
 @click.option("--views", default=8, show_default=True, help="float16 views in the ImageNet-LT-shaped bank.")
 @click.option("--max-epochs", default="cifar100-lt=40,imagenet-lt=40,inat2018=1", show_default=True,
               help="Stage-two epochs actually run per shape; fewer than 40 are projected to 40.")
+@click.option("--budget", default=0.0, show_default=True,
+              help="Seconds after which the remaining steps are skipped (and say so); 0 = no limit.")
 @click.option("--dry-run", is_flag=True, help="A CIFAR-100-LT-shaped bank only, 1 epoch (CI's smoke test).")
-def main(shapes, work, out, device, views, max_epochs, dry_run):
+def main(shapes, work, out, device, views, max_epochs, budget, dry_run):
     """Write a bank of each shape, run generate and classify on it, and tabulate wall time and peak RSS."""
     epochs = {k: int(v) for k, v in (p.split("=") for p in max_epochs.split(","))}
     names = ["cifar100-lt"] if dry_run else shapes.split(",")
+    deadline = time.time() + budget if budget > 0 else float("inf")
     rows = []
     for shape in names:
         n = 1 if dry_run else epochs.get(shape, FULL_EPOCHS)
-        rows += bench_shape(shape, Path(work), device, views if shape == "imagenet-lt" else 0, n)
+        rows += bench_shape(shape, Path(work), device, views if shape == "imagenet-lt" else 0, n, deadline)
     write(rows, Path(out), device)
     if any(r["exit"] for r in rows):
         raise SystemExit(1)

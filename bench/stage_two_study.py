@@ -76,7 +76,7 @@ def generate(bank: Path, moments_from: str, folder: str) -> Path:
 def one(bank, store, out, name, opts, seed):
     cfg = defaults({k: v for k, (v, _) in loss_option_specs().items()})
     cfg.update(bank=str(bank), store=str(store), out=str(out), run=f"{name.replace(' ', '_')}.s{seed}", seed=seed,
-               plots=False, deploy=False, **opts)
+               plots=False, deploy=False, overwrite=True, **opts)
     started = time.time()
     path = run_stage2(cfg, set(opts) | {"store", "seed"}, resume=True, progress=False)
     m = json.loads((path / "metrics.json").read_text())

@@ -109,7 +109,7 @@ def write_toy_bank(path, counts, feature_dim: int, seed: int = 0, test_per_class
     return path
 
 
-def write_shaped_bank(path, shape: str, seed: int = 0, views: int = 0, progress=None):
+def write_shaped_bank(path, shape: str, seed: int = 0, views: int = 0, progress=None, device="cpu"):
     """A bank of one of SHAPES (a real dataset's counts and width), written as a stage one would.
 
     Train / val / test rows come from ToyBank's class distributions; the stage-one head is
@@ -119,6 +119,7 @@ def write_shaped_bank(path, shape: str, seed: int = 0, views: int = 0, progress=
 
     Args:
         progress: optional callable(rows_written, rows_total).
+        device: where the logits' matrix products run (the rows do not depend on it).
     """
     counts_of, dim, per_val, per_test = SHAPES[shape]
     toy = ToyBank(counts_of(), dim, seed)
@@ -134,7 +135,7 @@ def write_shaped_bank(path, shape: str, seed: int = 0, views: int = 0, progress=
                     views_dtype="float16", views_logits=False) as w:
         for start, chunk in toy.iter_chunks():
             x = chunk["features"]
-            w.add_rows("train", x, chunk["labels"], _logits(x, W, b), start + np.arange(len(x)))
+            w.add_rows("train", x, chunk["labels"], _logits(x, W, b, device), start + np.arange(len(x)))
             done += len(x)
             if progress:
                 progress(done, total)
@@ -143,7 +144,7 @@ def write_shaped_bank(path, shape: str, seed: int = 0, views: int = 0, progress=
             for s in range(0, len(y), 4096):
                 x = toy.mu[y[s:s + 4096]] + toy.sigma[y[s:s + 4096]] * rng.standard_normal((len(y[s:s + 4096]), D))
                 x = np.maximum(x, 0).astype(np.float32)
-                w.add_rows(split, x, y[s:s + 4096], _logits(x, W, b), s + np.arange(len(x)))
+                w.add_rows(split, x, y[s:s + 4096], _logits(x, W, b, device), s + np.arange(len(x)))
             done += len(y)
         for v in range(views):
             for start, chunk in toy.iter_chunks():
@@ -157,6 +158,8 @@ def write_shaped_bank(path, shape: str, seed: int = 0, views: int = 0, progress=
     return path
 
 
-def _logits(x, W, b):
+def _logits(x, W, b, device="cpu"):
+    """W f + b in float32 (as extract/dump.py writes a bank's logits), on `device`."""
     import torch
-    return torch.addmm(torch.from_numpy(b), torch.from_numpy(x), torch.from_numpy(W).T).numpy()
+    t = lambda a: torch.from_numpy(a).to(device)
+    return torch.addmm(t(b), t(x), t(W).T).cpu().numpy()
