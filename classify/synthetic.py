@@ -7,6 +7,7 @@ epoch, whatever the lanes, the pass (AD's search or refit) or the process. Every
 mixes the same halves with its own beta (Eq. 8-9 via glag.data.mixing) and the same
 gamma noise, so lanes differ by beta alone.
 """
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,7 @@ class SyntheticRows:
         self.gamma, self.gamma_mode = float(gamma), gamma_mode
         self.key = (int(store.attrs["seed"]), int(seed))
         self.device = torch.device(device)
+        self.seconds = 0.0                  # spent drawing, for the progress meter
 
     def sources(self, classes: np.ndarray, items: np.ndarray, epoch: int) -> np.ndarray:
         """source_samples of this store."""
@@ -67,6 +69,13 @@ class SyntheticRows:
 
     def draw(self, classes: np.ndarray, sources: np.ndarray, epoch: int, chunk: int) -> Drawn:
         """Rows for items (class, local source or -1), in the given order."""
+        started = time.perf_counter()
+        try:
+            return self._draw(classes, sources, epoch, chunk)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _draw(self, classes, sources, epoch, chunk) -> Drawn:
         order = np.argsort(classes, kind="stable")
         cls, src = classes[order], sources[order]
         cuts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1], True]) if len(cls) else np.zeros(1, np.int64)

@@ -12,13 +12,13 @@ import contextlib
 import copy
 import time
 
-import click
 import numpy as np
 import torch
 
 from .evaluate import per_class_accuracy
 from .optim import SGD, cosine_lr
 from .plan import batches, plan_epoch
+from .progress import Progress
 from .rows import to_space
 
 
@@ -67,45 +67,6 @@ def train_head(head, objective, real, synth, beta, val, cfg: dict, generator, st
     return history
 
 
-class Progress:
-    """Progress lines on stderr: about every tenth epoch, and within an epoch at least every `every` seconds,
-    with an ETA over every pass still to come (AD's search trains 3 heads, its refit 1: work is counted in
-    head-epochs)."""
-
-    def __init__(self, enabled: bool, epochs: int, lanes: list, every: float = 30.0):
-        self.enabled, self.E, self.lanes, self.every = enabled, epochs, lanes, every
-        self.total = epochs * sum(lanes)
-        self.started = self.last = time.time()
-        self.done_before = 0                                         # head-epochs of finished passes
-
-    def pass_started(self, index: int):
-        self.index, self.done_before = index, self.E * sum(self.lanes[:index])
-
-    def _eta(self, work: float) -> str:
-        if work <= 0:
-            return "ETA ?"
-        return f"ETA {(time.time() - self.started) * (self.total - work) / work:,.0f}s"
-
-    def rows(self, epoch: int, done: int, total: int, name: str):
-        if not self.enabled or time.time() - self.last < self.every:
-            return
-        work = self.done_before + self.lanes[self.index] * (epoch + done / max(total, 1))
-        click.echo(f"stage-two {_label(name)}epoch {epoch + 1}/{self.E}: rows {done:,}/{total:,} {self._eta(work)}",
-                   err=True)
-        self.last = time.time()
-
-    def epoch_done(self, epoch: int, name: str, extra: str):
-        if not self.enabled or not ((epoch + 1) % max(1, self.E // 10) == 0 or epoch + 1 == self.E):
-            return
-        work = self.done_before + self.lanes[self.index] * (epoch + 1)
-        click.echo(f"stage-two {_label(name)}epoch {epoch + 1}/{self.E} {self._eta(work)} {extra}", err=True)
-        self.last = time.time()
-
-
-def _label(name: str) -> str:
-    return "" if name == "fit" else f"({name}) "
-
-
 def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, meter, name) -> list:
     """One pass of the schedule over all lanes; the first lane is `head`."""
     E, C = cfg["epochs"], objective.head_classes.numel()
@@ -113,7 +74,8 @@ def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, met
     meter.pass_started(1 if name == "refit" else 0)
     history = []
     for epoch in range(E):
-        tick = time.perf_counter()
+        tick, drawn = time.perf_counter(), synth.seconds if synth is not None else 0.0
+        meter.epoch_started()
         objective.update(epoch)                                   # alpha(T) of Eq. 3 for this epoch
         for lane in lanes:
             lane.opt.lr = cosine_lr(cfg["lr"], epoch, E)
@@ -134,7 +96,8 @@ def _passes(head, beta, objective, real, synth, val, cfg, generator, stage1, met
         record["seconds"] = round(time.perf_counter() - tick, 4)  # wall time of the epoch, evaluation included
         history.append(record)
         val_text = f" val-acc {100 * record['val_overall']:.1f}%" if "val_overall" in record else ""
-        meter.epoch_done(epoch, name, f"loss {record['loss']:.3f}{val_text} ({record['seconds']:.1f}s/epoch)")
+        meter.epoch_done(epoch, name, f"loss {record['loss']:.3f}{val_text} ({record['seconds']:.1f}s/epoch)",
+                         record["seconds"], (synth.seconds if synth is not None else 0.0) - drawn)
     return history
 
 

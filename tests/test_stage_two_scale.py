@@ -9,7 +9,7 @@ from glag.classify import memory
 from glag.classify import run as run_module
 from glag.classify.config import defaults, resolve_amp
 from glag.classify.options import loss_option_specs
-from glag.classify.trainer import Progress
+from glag.classify.progress import Progress
 from glag.data.bank import Bank
 from glag.data.errors import GlagError
 from tests.test_classify_cli import invoke, make_bank_and_store
@@ -115,19 +115,33 @@ def test_bad_scale_options_are_one_line(tmp_path, args, msg):
 
 
 def test_the_eta_counts_the_refit_still_to_come(monkeypatch, capsys):
-    import glag.classify.trainer as trainer
+    import glag.classify.progress as progress
     clock = [1000.0]
-    monkeypatch.setattr(trainer.time, "time", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
     meter = Progress(True, epochs=10, lanes=[3, 1], every=0)
     meter.pass_started(0)
-    clock[0] += 300                                             # the search: 10 epochs of 3 heads in 300 s
-    meter.epoch_done(9, "search", "")
-    out = capsys.readouterr().err
-    assert "ETA 100s" in out                                    # 30 of 40 head-epochs done: 10 more at 10 s each
+    for epoch in range(10):                                     # search epochs of 30 s: 6 s of draws, 8 s per head
+        meter.epoch_started()
+        clock[0] += 30
+        meter.epoch_done(epoch, "search", "", seconds=30.0, shared=6.0)
+    assert "ETA 140s" in capsys.readouterr().err                # the refit to come: 10 epochs of 6 + 8 s
     meter.pass_started(1)
-    clock[0] += 50
+    meter.epoch_started()
+    clock[0] += 7
     meter.rows(4, 50, 100, "refit")                             # half of refit epoch 5
-    assert "ETA 56s" in capsys.readouterr().err                 # 34.5 of 40 done in 350 s: 350 x 5.5 / 34.5
+    assert "ETA 77s" in capsys.readouterr().err                 # 5.5 epochs of 14 s
+
+
+def test_the_first_epoch_estimates_from_its_own_pace(monkeypatch, capsys):
+    import glag.classify.progress as progress
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
+    meter = Progress(True, epochs=4, lanes=[3, 1], every=0)
+    meter.pass_started(0)
+    meter.epoch_started()
+    clock[0] += 15
+    meter.rows(0, 1, 2, "search")                               # half an epoch of 3 heads in 15 s
+    assert "ETA 145s" in capsys.readouterr().err                # 3.5 x 30 s, then 4 refit epochs of 10 s
 
 
 def test_probes_step_on_every_nth_batch_only(tmp_path, monkeypatch):
