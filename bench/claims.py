@@ -183,8 +183,10 @@ def label(config: dict, rows: dict, source: Path) -> str:
     name = DATASETS.get(dataset, dataset)
     im = "" if config.get("profile") == "listed" else f" IM {float(config.get('im', 0)):g}"
     n = max((len(v) for v in rows.values()), default=0)
-    only = ", GraLoss bank only" if config.get("study") else ""
-    return f"{name}{im}, {config.get('epochs', '?')} epochs{only}, {n} seed{'s' if n != 1 else ''}"
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
+    if config.get("study"):                  # one bank: its seeds are stage two's, not stage one's
+        return f"{name}{im}, {config.get('epochs', '?')} epochs, GraLoss bank only, 1 bank, {seeds} of stage two"
+    return f"{name}{im}, {config.get('epochs', '?')} epochs, {seeds}"
 
 
 def row(rows: dict, config: dict, source: Path) -> str:

@@ -95,7 +95,7 @@ def test_a_study_folder_gives_its_row_from_its_own_runs(tmp_path):
     out = invoke(study(tmp_path / "c10-200ep" / "graloss" / "seed0", STUDY))
     row = next(line for line in out.splitlines() if line.startswith("| CIFAR"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[0] == "CIFAR-10-LT IM 100, 200 epochs, GraLoss bank only, 1 seed"
+    assert cells[0] == "CIFAR-10-LT IM 100, 200 epochs, GraLoss bank only, 1 bank, 1 seed of stage two"
     assert cells[1] == "—"                                                   # no CE bank in a study
     assert cells[2] == "72.1 → n/a → 74.4 → 75.4 (1 seed)"          # no fixed-0.6-no-KD run in this study
     assert cells[3] == "75.4 vs **76.8** (post-hoc LA, GraLoss bank): \u22121.3 (1 seed)"   # computed, not typed
