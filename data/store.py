@@ -35,15 +35,18 @@ import numpy as np
 
 from glag.data.errors import GlagError, open_error, read_error
 from glag.data.h5writer import CHECKSUM, AtomicH5Writer, check_attrs, checked, fingerprint
+from glag.data.names import STORE_DTYPES
 from glag.data.validate import check_finite
 from glag.data.provenance import code_version, config_json, now
 
 SCHEMA = "glag-store/2"
 OLD_SCHEMAS = ("glag-store/1",)
-DTYPES = {"float32": np.float32, "float16": np.float16}
+DTYPES = {name: np.dtype(name).type for name in STORE_DTYPES}      # glag-generate --dtype
 SUPPORT_FIELDS = ("source", "classes", "weights")
 SAMPLE_FIELDS = ("a", "d", "label", "source")
 REGENERATE = "rerun `glag-generate --force`"
+
+
 @dataclass
 class GeneratorArrays:
     """What a fitted generator is (the synthetic store holds exactly these).

@@ -33,6 +33,7 @@ import torch
 
 from glag.data.store import GeneratorArrays
 
+
 def scale_for(n: int) -> float:
     """1 / sqrt(N_k - 1), with N_k = 1 (no covariance: the centred row is zero) mapped to 1."""
     return 1.0 / math.sqrt(max(n - 1, 1))
@@ -123,7 +124,8 @@ class Synthesizer:
         tail = [(k, np.asarray(local, np.int64), s) for (k, local, _), s in zip(segments, starts) if local is not None]
         where = np.concatenate([s + np.arange(len(local)) for _, local, s in tail]) if tail else np.zeros(0, int)
         ids = np.concatenate([self.start[k] + local for k, local, _ in tail]) if tail else np.zeros(0, int)
-        slots, slot_scale = self._slots(ids)                                                # support draws
+        cls, wn = self._weights(ids)
+        slots, slot_scale = self._slots(cls, wn)                                            # support draws
         z, at = self._gauss(np.r_[labels, slots[:, 2]], np.r_[self.scales[labels], slot_scale], gen)
         y = torch.as_tensor(labels, device=self.device)
         a = z[at[:len(labels)]]                                                              # z_own ~ N(0, Sigma_k)
@@ -135,13 +137,12 @@ class Synthesizer:
             sources[where] = self.index[flat]
             where_t = torch.as_tensor(where, device=self.device)
             a[where_t] += self.rows[torch.as_tensor(flat, device=self.device)]              # a = x_hat_i + z_own
-            d[where_t] = self._support_half(ids, slots, z, at[len(labels):]) - a[where_t]  # d = b - a
+            d[where_t] = self._support_half(wn, slots, z, at[len(labels):]) - a[where_t]   # d = b - a
         return {"a": a, "d": d, "label": y, "source": sources}
 
-    def _slots(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The support draws of tail samples `ids`: (row, slot j, class) of each used slot (n_slots, 3), in slot-major
-        order, and its scale sqrt(w~_j) s_j (Eq. 9 with w~ = w / sum(w))."""
-        cls, wn = self._weights(ids)
+    def _slots(self, cls: np.ndarray, wn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The support draws of tail samples with support classes `cls` and weights `wn` (n, K): (row, slot j,
+        class) of each used slot (n_slots, 3), in slot-major order, and its scale sqrt(w~_j) s_j (Eq. 9)."""
         j, row = np.nonzero(cls.T >= 0)                                                     # slot-major
         scale = (np.sqrt(wn[row, j]) * self.scales[cls[row, j]]).astype(np.float32)
         return np.stack([row, j, cls[row, j]], axis=1), scale
@@ -151,13 +152,13 @@ class Synthesizer:
         cls, w = self.sup_classes[ids], self.sup_weights[ids]
         return cls, w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
 
-    def _support_half(self, ids: np.ndarray, slots: np.ndarray, z: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        """b = mu_S + z_S of tail samples `ids` (one row per id); z[at[s]] is slot s's scaled support draw.
+    def _support_half(self, wn: np.ndarray, slots: np.ndarray, z: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """b = mu_S + z_S of the tail samples whose normalised weights are `wn` (n, K); z[at[s]] is slot s's
+        scaled support draw.
 
         Slot by slot: each pass adds at most one term to each row of b, so the sums are the same on any device."""
-        cls, wn = self._weights(ids)
-        b = torch.zeros((len(ids), self.D), device=self.device)
-        for j in range(cls.shape[1]):
+        b = torch.zeros((len(wn), self.D), device=self.device)
+        for j in range(wn.shape[1]):
             used = np.flatnonzero(slots[:, 1] == j)
             rows = slots[used, 0]
             term = self.means[torch.as_tensor(slots[used, 2], device=self.device)]

@@ -66,8 +66,6 @@ def check_config(cfg: dict):
         raise GlagError(f"--sample-per-class {cfg['sample_per_class']}: must be >= 0 (0 = no sample)")
 
 
-
-
 def train_chunks(bank, moments_from: str):
     """(chunks, counts) the class moments are taken from: the un-augmented train rows ("base"), or those
     and every augmented view of them pooled ("views"; row i of view v is numbered (v + 1) N + i)."""

@@ -54,7 +54,6 @@ class ClassMoments:
 WHAT = "the train features"   # what the moments read, for the messages (views included, if pooled)
 
 
-
 def _prepare(item, lam: float, where: str, C: int):
     """One chunk checked, transformed and grouped by class (runs in a worker thread)."""
     start, chunk = item

@@ -5,8 +5,7 @@ import pytest
 
 from glag.data.bank import Bank
 from glag.data.errors import GlagError
-from glag.data.store import Store, StoreWriter, plan_bytes
-from glag.data.store import GeneratorArrays
+from glag.data.store import GeneratorArrays, Store, StoreWriter, plan_bytes
 from tests.conftest import write_tiny_bank
 
 META = dict(feature_space="tukey", tukey_lambda=0.5, beta_init=0.6, gamma=0.0, gamma_mode="isotropic", k=2, seed=0)
