@@ -10,6 +10,12 @@ GlagErrors naming the file; the temp is removed on every error path.
 SIGTERM (what `timeout`, schedulers and `kill` send) is handled as Ctrl-C while a temp
 exists (`sigterm_as_interrupt`; the console scripts extend it to the whole command): it
 raises `Terminated`, a KeyboardInterrupt, so the same clean-up runs and no temp is left.
+Python prints and drops an exception raised inside a finalizer or weakref callback, so a
+SIGTERM that lands there would be lost: the handler also records it, and every rename onto
+a target checks the record first (`check_terminated`). Functions that C libraries call back
+(h5py's file-object driver) are marked with `defer_sigterm`: an exception raised inside them
+leaves HDF5 half-way through a write (the process crashes at exit), so there a SIGTERM is only
+recorded, and raised at the writer's next check.
 """
 import contextlib
 import errno
@@ -35,8 +41,30 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every clean-up on the way out runs."""
 
 
+_received = []            # SIGTERMs the handler saw since it was installed (one of them may have been dropped)
+_CALLBACKS = set()        # code of the functions marked by defer_sigterm
+
+
+def defer_sigterm(func):
+    """Mark `func` as called back from C code that an exception would leave half-way (h5py's file object):
+    a SIGTERM arriving while it runs is recorded only, and raised by the next check_terminated."""
+    _CALLBACKS.add(func.__code__)
+    return func
+
+
 def _terminated(signum, frame):
+    _received.append(signum)
+    while frame is not None:
+        if frame.f_code in _CALLBACKS:
+            return
+        frame = frame.f_back
     raise Terminated(f"signal {signum}")
+
+
+def check_terminated():
+    """Raise Terminated if a SIGTERM arrived under sigterm_as_interrupt, even one whose exception was dropped."""
+    if _received:
+        raise Terminated(f"signal {_received[-1]}")
 
 
 @contextlib.contextmanager
@@ -51,6 +79,7 @@ def sigterm_as_interrupt():
             signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
+    _received.clear()
     signal.signal(signal.SIGTERM, _terminated)
     try:
         yield
@@ -78,6 +107,7 @@ def atomic_file(path, need_bytes=None):
     try:
         with sigterm_as_interrupt():
             yield Path(tmp)
+        check_terminated()
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should read like any new file
         os.replace(tmp, path)
     except BaseException as e:
@@ -103,6 +133,7 @@ def atomic_dir(path, overwrite=False):
     try:
         with sigterm_as_interrupt():
             yield tmp
+        check_terminated()
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder should read like any new folder
         if path.exists() and overwrite:
             shutil.rmtree(path)

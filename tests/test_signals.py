@@ -44,6 +44,54 @@ def test_sigterm_inside_an_atomic_write_of_a_library_caller_removes_the_temp(tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_sigterm_whose_exception_python_drops_still_stops_the_rename(tmp_path):
+    """Raised inside a finalizer, Terminated is printed and dropped by Python; the write is not committed anyway."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        from glag.data.atomic import Terminated, atomic_file
+
+        class Dropper:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)
+                sum(range(1000))                      # the handler runs here, inside the finalizer
+
+        try:
+            with atomic_file({str(tmp_path / 'out.bin')!r}) as tmp:
+                tmp.write_bytes(bytes(10))
+                Dropper()
+                print("went on")
+        except Terminated:
+            print("terminated")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["went", "on", "terminated"], out.stdout + out.stderr
+    assert "Exception ignored" in out.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_a_sigterm_inside_an_h5py_callback_waits_for_the_writers_next_check(tmp_path):
+    """In a function HDF5 calls back (the writer's file object) a SIGTERM is recorded, not raised: an exception
+    there would leave HDF5 half-way through a write. The next check raises it and removes the temp."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        from glag.data.atomic import Terminated, check_terminated, defer_sigterm, sigterm_as_interrupt
+
+        @defer_sigterm
+        def callback():
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))
+            return "returned"
+
+        with sigterm_as_interrupt():
+            print(callback())
+            try:
+                check_terminated()
+            except Terminated:
+                print("raised at the check")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["returned", "raised at the check"], out.stdout + out.stderr
+
+
 WORKERS = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
