@@ -12,10 +12,10 @@ exists (`sigterm_as_interrupt`; the console scripts extend it to the whole comma
 raises `Terminated`, a KeyboardInterrupt, so the same clean-up runs and no temp is left.
 Python prints and drops an exception raised inside a finalizer or weakref callback, so a
 SIGTERM that lands there would be lost: the handler also records it, and every rename onto
-a target checks the record first (`check_terminated`). Functions that C libraries call back
-(h5py's file-object driver) are marked with `defer_sigterm`: an exception raised inside them
-leaves HDF5 half-way through a write (the process crashes at exit), so there a SIGTERM is only
-recorded, and raised at the writer's next check.
+a target checks the record first (`check_interrupted`). Functions that C libraries call back
+(h5py's file-object driver) are marked with `defer_interrupts`: an exception raised inside them
+leaves HDF5 half-way through a write (the process crashes at exit), so there a SIGTERM or a
+Ctrl-C is only recorded, and raised at the writer's next check.
 """
 import contextlib
 import errno
@@ -41,50 +41,60 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every clean-up on the way out runs."""
 
 
-_received = []            # SIGTERMs the handler saw since it was installed (one of them may have been dropped)
-_CALLBACKS = set()        # code of the functions marked by defer_sigterm
+_received = []            # signals the handler saw since it was installed (one of them may have been dropped)
+_CALLBACKS = set()        # code of the functions marked by defer_interrupts
 
 
-def defer_sigterm(func):
+def defer_interrupts(func):
     """Mark `func` as called back from C code that an exception would leave half-way (h5py's file object):
-    a SIGTERM arriving while it runs is recorded only, and raised by the next check_terminated."""
+    a SIGTERM or Ctrl-C arriving while it runs is recorded only, and raised by the next check_interrupted."""
     _CALLBACKS.add(func.__code__)
     return func
 
 
-def _terminated(signum, frame):
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return Terminated(f"signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _handler(signum, frame):
     _received.append(signum)
     while frame is not None:
         if frame.f_code in _CALLBACKS:
             return
         frame = frame.f_back
-    raise Terminated(f"signal {signum}")
+    raise _interrupt(signum)
 
 
-def check_terminated():
-    """Raise Terminated if a SIGTERM arrived under sigterm_as_interrupt, even one whose exception was dropped."""
+def check_interrupted():
+    """Raise the interrupt of a signal that arrived under sigterm_as_interrupt, even one whose exception was
+    dropped or deferred."""
     if _received:
-        raise Terminated(f"signal {_received[-1]}")
+        raise _interrupt(_received[-1])
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt) instead of ending the process at once.
+    """Within the block, SIGTERM raises Terminated (a KeyboardInterrupt) instead of ending the process at once,
+    and both it and Ctrl-C are recorded for check_interrupted.
 
-    Only in the main thread (where Python runs signal handlers) and only while SIGTERM has its default
-    action: a handler of the calling program, or of an enclosing block, is left alone. The default
-    action comes back after the block.
+    Only in the main thread (where Python runs signal handlers) and only for a signal whose handler is
+    Python's default (SIG_DFL for SIGTERM, default_int_handler for SIGINT): a handler of the calling
+    program, or of an enclosing block, is left alone. The old handlers come back after the block.
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    mine = {} if threading.current_thread() is not threading.main_thread() else \
+        {sig: old for sig, old in defaults.items() if signal.getsignal(sig) is old}
+    if not mine:
         yield
         return
     _received.clear()
-    signal.signal(signal.SIGTERM, _terminated)
+    for sig in mine:
+        signal.signal(sig, _handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, old in mine.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
@@ -107,7 +117,7 @@ def atomic_file(path, need_bytes=None):
     try:
         with sigterm_as_interrupt():
             yield Path(tmp)
-        check_terminated()
+        check_interrupted()
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should read like any new file
         os.replace(tmp, path)
     except BaseException as e:
@@ -133,7 +143,7 @@ def atomic_dir(path, overwrite=False):
     try:
         with sigterm_as_interrupt():
             yield tmp
-        check_terminated()
+        check_interrupted()
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a run folder should read like any new folder
         if path.exists() and overwrite:
             shutil.rmtree(path)

@@ -33,7 +33,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from glag.data.atomic import atomic_file, check_terminated, defer_sigterm, write_error
+from glag.data.atomic import atomic_file, check_interrupted, defer_interrupts, write_error
 from glag.data.errors import GlagError
 
 # Every numeric dataset carries a Fletcher-32 checksum per chunk, so a damaged chunk fails its read
@@ -45,31 +45,31 @@ DIGESTS, ATTRS_DIGEST = "digests", "attrs_digest"
 class _Sink:
     """A binary file for h5py's fileobj driver that remembers its first failed write and drops the rest.
 
-    HDF5 calls these methods back: an exception raised in them (a SIGTERM's) would leave the file half-way
-    through a write, so a SIGTERM there is deferred to the writer's next `_check` (glag.data.atomic).
+    HDF5 calls these methods back: an exception raised in them (a signal's) would leave the file half-way
+    through a write, so a SIGTERM or Ctrl-C there is deferred to the writer's next `_check` (glag.data.atomic).
     """
 
     def __init__(self, path):
         self.file = open(path, "w+b", buffering=0)
         self.error = None           # (OSError, bytes the file needed at least) after the first failure
 
-    @defer_sigterm
+    @defer_interrupts
     def seek(self, offset, whence=0):
         return self.file.seek(offset, whence)
 
-    @defer_sigterm
+    @defer_interrupts
     def tell(self):
         return self.file.tell()
 
-    @defer_sigterm
+    @defer_interrupts
     def read(self, size=-1):
         return self.file.read(size)
 
-    @defer_sigterm
+    @defer_interrupts
     def readinto(self, buf):
         return self.file.readinto(buf)
 
-    @defer_sigterm
+    @defer_interrupts
     def write(self, buf):
         view = memoryview(buf).cast("B")
         if self.error is None:
@@ -81,7 +81,7 @@ class _Sink:
                 self.error = (e, start + len(view))
         return len(view)
 
-    @defer_sigterm
+    @defer_interrupts
     def truncate(self, size=None):
         if self.error is None:
             try:
@@ -208,7 +208,7 @@ class AtomicH5Writer:
             self.abort()
             raise write_error(self.path, exc, self.need_bytes, written) from None
         try:
-            check_terminated()   # a SIGTERM the sink deferred
+            check_interrupted()   # a SIGTERM or Ctrl-C the sink deferred
         except BaseException:
             self.abort()
             raise
