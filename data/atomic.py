@@ -14,8 +14,9 @@ Python prints and drops an exception raised inside a finalizer or weakref callba
 SIGTERM that lands there would be lost: the handler also records it, and every rename onto
 a target checks the record first (`check_interrupted`). Functions that C libraries call back
 (h5py's file-object driver) are marked with `defer_interrupts`: an exception raised inside them
-leaves HDF5 half-way through a write (the process crashes at exit), so there a SIGTERM or a
-Ctrl-C is only recorded, and raised at the writer's next check.
+leaves HDF5 half-way through a write (the process crashes at exit), and so does one raised in
+h5py's own Python code (`defer_interrupts_in`): there a SIGTERM or Ctrl-C is recorded and sent
+again shortly, to be raised once outside (or at the writer's next check, if sooner).
 """
 import contextlib
 import errno
@@ -43,26 +44,54 @@ class Terminated(KeyboardInterrupt):
 
 _received = []            # signals the handler saw since it was installed (one of them may have been dropped)
 _CALLBACKS = set()        # code of the functions marked by defer_interrupts
+_PACKAGES = []            # folders of the libraries registered by defer_interrupts_in
+RETRY_S = 0.02            # a deferred signal is sent again after this long, to land outside the library
+_delivered = []           # an interrupt was raised: later signals (resent ones) leave its clean-up alone
 
 
 def defer_interrupts(func):
     """Mark `func` as called back from C code that an exception would leave half-way (h5py's file object):
-    a SIGTERM or Ctrl-C arriving while it runs is recorded only, and raised by the next check_interrupted."""
+    a SIGTERM or Ctrl-C arriving while it runs is deferred (see _handler)."""
     _CALLBACKS.add(func.__code__)
     return func
 
 
+def defer_interrupts_in(folder) -> None:
+    """Defer a signal arriving while the Python code of a library under `folder` runs (h5py's: an exception
+    between its calls into HDF5 leaves HDF5's state half-changed, and the process crashing at exit)."""
+    _PACKAGES.append(str(folder))
+
+
+def _deferred(frame) -> bool:
+    while frame is not None:
+        if frame.f_code in _CALLBACKS or frame.f_code.co_filename.startswith(tuple(_PACKAGES)):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _interrupt(signum: int) -> KeyboardInterrupt:
+    _delivered.append(signum)
     return Terminated(f"signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _handler(signum, frame):
+    """Raise the signal's interrupt where that is safe; inside deferred code, record it and send it again
+    shortly (a writer's next check_interrupted raises it sooner)."""
+    if _delivered:
+        return
     _received.append(signum)
-    while frame is not None:
-        if frame.f_code in _CALLBACKS:
-            return
-        frame = frame.f_back
+    if _deferred(frame):
+        retry = threading.Timer(RETRY_S, _resend, (signum,))
+        retry.daemon = True
+        retry.start()
+        return
     raise _interrupt(signum)
+
+
+def _resend(signum: int):
+    if not _delivered and signal.getsignal(signum) is _handler:     # not raised meanwhile, still handled here
+        os.kill(os.getpid(), signum)
 
 
 def check_interrupted():
@@ -88,6 +117,7 @@ def sigterm_as_interrupt():
         yield
         return
     _received.clear()
+    _delivered.clear()
     for sig in mine:
         signal.signal(sig, _handler)
     try:

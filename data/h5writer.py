@@ -33,13 +33,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from glag.data.atomic import atomic_file, check_interrupted, defer_interrupts, write_error
+from glag.data.atomic import atomic_file, check_interrupted, defer_interrupts, defer_interrupts_in, write_error
 from glag.data.errors import GlagError
 
 # Every numeric dataset carries a Fletcher-32 checksum per chunk, so a damaged chunk fails its read
 # (h5py raises OSError, turned into a GlagError by the readers). Variable-length strings cannot take it.
 CHECKSUM = {"fletcher32": True}
 DIGESTS, ATTRS_DIGEST = "digests", "attrs_digest"
+defer_interrupts_in(Path(h5py.__file__).parent)    # no Ctrl-C or SIGTERM raised inside h5py (glag.data.atomic)
 
 
 class _Sink:

@@ -4,6 +4,7 @@ killed process it removed (glag.data.atomic names temps by PID and host, so a de
 """
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -23,12 +24,19 @@ from tests.conftest import write_tiny_bank
 STALE = "temp file(s) of killed processes"
 
 
+def as_in_a_terminal():
+    """Run in a child before it starts: Ctrl-C's default action, whatever this runner inherited (a background
+    job ignores SIGINT, and a Python started so never installs its KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Started:
     """A CLI in a fresh Python; `saw(pattern)` is true once a line of its output matched."""
 
     def __init__(self, module: str, *args, cwd=None):
         cmd = [sys.executable, "-c", f"from {module} import main; main()", *map(str, args)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                                     preexec_fn=as_in_a_terminal)
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
 

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from glag.generate.toybank import exp_counts, write_toy_bank
-from tests.test_kill_safety import GEN, Started, _store_half_written, temps
+from tests.test_kill_safety import GEN, Started, _store_half_written, as_in_a_terminal, temps
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh Python whose Ctrl-C acts as in a terminal."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          preexec_fn=as_in_a_terminal)
 
 
 @pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
@@ -44,7 +50,7 @@ def test_sigterm_inside_an_atomic_write_of_a_library_caller_removes_the_temp(tmp
         except Terminated:
             print("terminated", signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = python(code)
     assert out.stdout.strip() == "terminated True", out.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -68,7 +74,7 @@ def test_a_sigterm_whose_exception_python_drops_still_stops_the_rename(tmp_path)
         except Terminated:
             print("terminated")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = python(code)
     assert out.stdout.split() == ["went", "on", "terminated"], out.stdout + out.stderr
     assert "Exception ignored" in out.stderr and list(tmp_path.iterdir()) == []
 
@@ -94,8 +100,32 @@ def test_a_signal_inside_an_h5py_callback_waits_for_the_writers_next_check(tmp_p
             except KeyboardInterrupt as e:
                 print("raised at the check:", type(e).__name__)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = python(code)
     assert out.stdout.splitlines() == ["returned", f"raised at the check: {raised}"], out.stdout + out.stderr
+
+
+def test_a_signal_inside_a_deferring_library_is_raised_once_its_code_has_returned(tmp_path):
+    """Inside h5py's Python code (a library registered by defer_interrupts_in) a Ctrl-C waits: it is sent again
+    until it lands outside, and raised there, once."""
+    lib = str(tmp_path / "lib")
+    code = textwrap.dedent(f"""
+        import time
+        from glag.data.atomic import defer_interrupts_in, sigterm_as_interrupt
+        defer_interrupts_in({lib!r})
+        body = "def inside():\\n    import os, signal, time\\n    os.kill(os.getpid(), signal.SIGINT)\\n" \\
+               "    time.sleep(0.2)\\n    return 'finished inside'\\n"
+        ns = {{}}
+        exec(compile(body, {lib!r} + "/lib.py", "exec"), ns)
+        with sigterm_as_interrupt():
+            try:
+                print(ns["inside"]())
+                time.sleep(2)
+                print("never raised")
+            except KeyboardInterrupt:
+                print("raised outside")
+    """)
+    out = python(code)
+    assert out.stdout.splitlines() == ["finished inside", "raised outside"], out.stdout + out.stderr
 
 
 WORKERS = textwrap.dedent("""
@@ -152,5 +182,5 @@ def test_loky_workers_die_with_a_parent_killed_with_sigkill(tmp_path):
 def test_a_worker_started_after_its_parent_died_exits_at_once():
     code = ("import os; from glag.parallel import die_with_parent; print('started', flush=True); "
             "die_with_parent(os.getppid() + 10 ** 6); print('ran')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = python(code)
     assert out.returncode == 1 and out.stdout.split() == ["started"], out.stderr
